@@ -1,0 +1,152 @@
+//! The command line: clap types whose `///` docs are the help text, and
+//! their conversion to the library's configurations. Nothing below this
+//! module sees a clap type.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use sockecho::client::ConnectConfig;
+use sockecho::endpoint::{DEFAULT, Endpoint};
+use sockecho::events::{EventFormat, Events};
+use sockecho::server::{DEFAULT_BACKLOG, DEFAULT_MAX_CONNS, ServeConfig};
+
+/// Echo server and client for TCP, UDP and Unix sockets over IPv4 and IPv6.
+///
+/// ENDPOINT forms: PORT (tcp://127.0.0.1:PORT), HOST:PORT, [V6]:PORT,
+/// tcp://HOST:PORT, udp://HOST:PORT, unix:PATH, unix:@NAME (abstract),
+/// unix-dgram:PATH. The default is the lesson's tcp://127.0.0.1:9999.
+#[derive(Debug, Parser)]
+#[command(name = "sockecho", version, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// More log output on standard error (-v info, -vv debug, -vvv trace);
+    /// RUST_LOG overrides it.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve RFC 862 echo on every ENDPOINT given, from one process.
+    ///
+    /// Prints `listen ok ENDPOINT` once each endpoint accepts traffic, then
+    /// `connection from PEER on ENDPOINT` and `closed PEER in=N out=N` per
+    /// stream connection. SIGINT or SIGTERM stops accepting and drains; a
+    /// second signal closes everything at once.
+    Serve(ServeArgs),
+    /// Connect to an echo server: standard input (or -m messages) to the
+    /// socket, the socket to standard output.
+    ///
+    /// Streams: at the end of input the write side is shut down and output
+    /// continues until the server closes. Datagrams: each -m or each input
+    /// line is one datagram; each reply is printed on its own line.
+    Connect(ConnectArgs),
+}
+
+/// `sockecho serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Endpoints to serve.
+    #[arg(value_name = "ENDPOINT", default_value = DEFAULT)]
+    pub endpoints: Vec<Endpoint>,
+
+    /// Send TEXT (exactly those bytes) to each stream connection before
+    /// echoing.
+    #[arg(long, value_name = "TEXT")]
+    pub greeting: Option<String>,
+
+    /// Serve one stream connection (or one datagram) to its end, then exit.
+    #[arg(long)]
+    pub once: bool,
+
+    /// Listen backlog: connections the kernel queues before accept (the
+    /// lesson used 5; the kernel caps it at net.core.somaxconn).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_BACKLOG)]
+    pub backlog: u32,
+
+    /// Stream connections served at once; more are accepted and closed
+    /// at once.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNS as u64,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_conns: u64,
+
+    /// Close a connection that makes no progress for DURATION (e.g. 30s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
+
+    /// After a stop signal, how long open connections may finish.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5s")]
+    pub drain_timeout: Duration,
+
+    /// Answer datagrams from source ports below 1024 (off by default: a
+    /// spoofed datagram from another echo port would loop forever).
+    #[arg(long)]
+    pub allow_low_ports: bool,
+
+    /// Print only `listen ok` lines, not one per connection.
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// Print events as JSON lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `sockecho connect`.
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// The server.
+    #[arg(value_name = "ENDPOINT", default_value = DEFAULT)]
+    pub endpoint: Endpoint,
+
+    /// Send TEXT followed by a newline (or, over datagrams, as one
+    /// datagram) instead of reading standard input; repeatable.
+    #[arg(short, long = "message", value_name = "TEXT")]
+    pub messages: Vec<String>,
+
+    /// Streams: connect timeout (default 10s). Datagrams: how long to wait
+    /// for each reply (default 1s).
+    #[arg(short = 'w', long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, sockecho::duration::ParseDurationError> {
+    sockecho::duration::parse(text)
+}
+
+impl ServeArgs {
+    /// The library's configuration, with events on standard output.
+    pub fn into_config(self) -> ServeConfig {
+        let format = if self.json {
+            EventFormat::Json
+        } else {
+            EventFormat::Text
+        };
+        ServeConfig {
+            greeting: self.greeting.map(String::into_bytes).unwrap_or_default(),
+            once: self.once,
+            backlog: self.backlog,
+            max_conns: usize::try_from(self.max_conns).unwrap_or(usize::MAX),
+            idle_timeout: self.idle_timeout,
+            drain_timeout: self.drain_timeout,
+            allow_low_ports: self.allow_low_ports,
+            events: Events::stdout(format, self.quiet),
+            ..ServeConfig::new(self.endpoints)
+        }
+    }
+}
+
+impl ConnectArgs {
+    /// The library's configuration.
+    pub fn into_config(self) -> ConnectConfig {
+        ConnectConfig {
+            endpoint: self.endpoint,
+            messages: (!self.messages.is_empty()).then_some(self.messages),
+            timeout: self.timeout,
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! `sockecho connect`: standard input (or `-m` messages) to the socket, the
+//! socket to standard output, with a proper half-close.
+//!
+//! Written over any `AsyncRead` input and `AsyncWrite` output, so that the
+//! binary passes standard input and output and tests pass buffers.
+
+use std::io;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+
+use crate::endpoint::{Endpoint, Kind};
+use crate::error::Error;
+use crate::transport::{Datagram, Stream};
+
+/// How long a stream connect may take when no `--timeout` is given.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long to wait for a datagram's reply when no `--timeout` is given.
+pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What `connect` sends and how long it waits.
+#[derive(Debug, Clone)]
+pub struct ConnectConfig {
+    /// The server.
+    pub endpoint: Endpoint,
+    /// `-m` messages, each sent followed by `\n` (stream) or as one
+    /// datagram; `None` means copy the input instead.
+    pub messages: Option<Vec<String>>,
+    /// Stream: the connect timeout. Datagram: how long to wait for each
+    /// reply. `None` picks the defaults above.
+    pub timeout: Option<Duration>,
+}
+
+/// Runs the client: sends `input` (or the messages) and writes what comes
+/// back to `output`, until the server closes (stream) or every datagram is
+/// answered.
+///
+/// A closed `output` (a reader such as `head` that has seen enough) ends the
+/// client successfully, as it does for `cat`.
+pub async fn connect<I, O>(config: &ConnectConfig, input: I, output: O) -> Result<(), Error>
+where
+    I: AsyncRead + Unpin,
+    O: AsyncWrite + Unpin,
+{
+    let result = match config.endpoint.kind() {
+        Kind::Stream => stream_client(config, input, output).await,
+        Kind::Datagram => datagram_client(config, input, output).await,
+    };
+    match result {
+        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+async fn stream_client<I, O>(
+    config: &ConnectConfig,
+    mut input: I,
+    mut output: O,
+) -> Result<(), Error>
+where
+    I: AsyncRead + Unpin,
+    O: AsyncWrite + Unpin,
+{
+    let endpoint = &config.endpoint;
+    let timeout = config.timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    let stream = Stream::connect(endpoint, timeout).await?;
+    let (mut from_server, mut to_server) = tokio::io::split(stream);
+
+    let send = async {
+        match &config.messages {
+            Some(messages) => {
+                for message in messages {
+                    to_server.write_all(message.as_bytes()).await?;
+                    to_server.write_all(b"\n").await?;
+                }
+            }
+            None => {
+                tokio::io::copy(&mut input, &mut to_server).await?;
+            }
+        }
+        // End of input: half-close, so the server sees the end of the
+        // stream and closes after echoing what is still in flight.
+        to_server.shutdown().await
+    };
+    let receive = async {
+        let copied = tokio::io::copy(&mut from_server, &mut output).await;
+        // Flush even after an error: what arrived is worth showing.
+        let flushed = output.flush().await;
+        copied.map_err(|e| Error::io(format!("receiving from {endpoint}"), e))?;
+        flushed.map_err(|e| Error::io("writing output", e))
+    };
+    tokio::pin!(send, receive);
+    let mut sending = true;
+    loop {
+        tokio::select! {
+            sent = &mut send, if sending => {
+                sending = false;
+                if let Err(e) = sent {
+                    // The server closing first is its right (the lesson's
+                    // server sends and closes); we still print what it sent.
+                    if !matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset) {
+                        return Err(Error::io(format!("sending to {endpoint}"), e));
+                    }
+                }
+            }
+            received = &mut receive => return received,
+        }
+    }
+}
+
+async fn datagram_client<I, O>(config: &ConnectConfig, input: I, mut output: O) -> Result<(), Error>
+where
+    I: AsyncRead + Unpin,
+    O: AsyncWrite + Unpin,
+{
+    let endpoint = &config.endpoint;
+    let timeout = config.timeout.unwrap_or(DEFAULT_REPLY_TIMEOUT);
+    let socket = Datagram::connect(endpoint).await?;
+    let mut reply = vec![0u8; socket.max_datagram()];
+    let mut exchange = async |message: &[u8]| -> Result<(), Error> {
+        socket
+            .send(message)
+            .await
+            .map_err(|e| Error::connect(endpoint, e))?;
+        let n = match tokio::time::timeout(timeout, socket.recv(&mut reply)).await {
+            Ok(received) => received.map_err(|e| Error::connect(endpoint, e))?,
+            Err(_) => {
+                return Err(Error::NoReply {
+                    endpoint: endpoint.to_string(),
+                    timeout,
+                });
+            }
+        };
+        output
+            .write_all(&reply[..n])
+            .await
+            .map_err(|e| Error::io("writing output", e))?;
+        output
+            .write_all(b"\n")
+            .await
+            .map_err(|e| Error::io("writing output", e))?;
+        output
+            .flush()
+            .await
+            .map_err(|e| Error::io("writing output", e))
+    };
+    match &config.messages {
+        Some(messages) => {
+            for message in messages {
+                exchange(message.as_bytes()).await?;
+            }
+        }
+        None => {
+            let mut lines = BufReader::new(input);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                let n = lines
+                    .read_until(b'\n', &mut line)
+                    .await
+                    .map_err(|e| Error::io("reading standard input", e))?;
+                if n == 0 {
+                    break;
+                }
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                }
+                exchange(&line).await?;
+            }
+        }
+    }
+    Ok(())
+}

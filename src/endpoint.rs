@@ -1,0 +1,469 @@
+//! The one address syntax every subcommand shares.
+//!
+//! | text | endpoint |
+//! |---|---|
+//! | `9999` | `tcp://127.0.0.1:9999` |
+//! | `HOST:PORT`, `[V6]:PORT` | TCP |
+//! | `tcp://HOST:PORT`, `udp://HOST:PORT`, `tls://HOST:PORT` | TCP, UDP, TLS over TCP |
+//! | `unix:PATH`, `unix:@NAME` | Unix stream socket at PATH, or in Linux's abstract namespace |
+//! | `unix-dgram:PATH`, `unix-dgram:@NAME` | Unix datagram socket |
+//!
+//! [`Endpoint`]'s `Display` writes the canonical form (`tcp://[::1]:7000`),
+//! which parses back to the same value.
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// The lesson's address, the default for every subcommand.
+pub const DEFAULT: &str = "tcp://127.0.0.1:9999";
+
+/// Shown with every parse error, so a user sees at once what would work.
+const EXAMPLES: &str = "e.g. 9999, 127.0.0.1:9999, [::1]:9999, udp://127.0.0.1:9999, \
+                        unix:/tmp/echo.sock, unix:@echo, unix-dgram:/tmp/echo.dgram";
+
+/// Where a socket lives: transport plus address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// A TCP stream socket.
+    Tcp(HostPort),
+    /// UDP datagrams.
+    Udp(HostPort),
+    /// TLS over TCP.
+    Tls(HostPort),
+    /// A Unix-domain stream socket.
+    Unix(UnixAddr),
+    /// A Unix-domain datagram socket.
+    UnixDgram(UnixAddr),
+}
+
+/// Whether an endpoint carries a byte stream or datagrams: the two shapes
+/// every subcommand is written for once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// TCP, TLS, Unix stream: an ordered byte stream with half-close.
+    Stream,
+    /// UDP, Unix datagram: messages with boundaries, no connection.
+    Datagram,
+}
+
+/// An IP host (literal or name) and a port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HostPort {
+    /// The host as written: an address literal or a name to resolve.
+    pub host: Host,
+    /// The port; 0 on `serve` asks the kernel for an ephemeral one.
+    pub port: u16,
+}
+
+/// A host: an address literal, or a name resolved when used.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Host {
+    /// An IPv4 or IPv6 literal.
+    Ip(IpAddr),
+    /// A name such as `localhost`, resolved by the system resolver.
+    Name(String),
+}
+
+/// The address of a Unix-domain socket.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum UnixAddr {
+    /// A socket file in the file system.
+    Path(PathBuf),
+    /// A name in Linux's abstract namespace (written `@NAME`; no file, gone
+    /// when the last socket closes).
+    Abstract(String),
+}
+
+/// Why an endpoint did not parse. Its `Display` names the bad text and shows
+/// valid forms.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{why} in '{text}' ({EXAMPLES})")]
+pub struct ParseEndpointError {
+    text: String,
+    why: String,
+}
+
+impl ParseEndpointError {
+    fn new(text: &str, why: impl Into<String>) -> Self {
+        ParseEndpointError {
+            text: text.to_owned(),
+            why: why.into(),
+        }
+    }
+
+    /// The text that failed to parse.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+impl Default for Endpoint {
+    fn default() -> Self {
+        Endpoint::Tcp(HostPort {
+            host: Host::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            port: 9999,
+        })
+    }
+}
+
+impl Endpoint {
+    /// Stream or datagram.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Endpoint::Tcp(_) | Endpoint::Tls(_) | Endpoint::Unix(_) => Kind::Stream,
+            Endpoint::Udp(_) | Endpoint::UnixDgram(_) => Kind::Datagram,
+        }
+    }
+
+    /// The scheme as written in the canonical form (`tcp`, `unix-dgram`...).
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            Endpoint::Tcp(_) => "tcp",
+            Endpoint::Udp(_) => "udp",
+            Endpoint::Tls(_) => "tls",
+            Endpoint::Unix(_) => "unix",
+            Endpoint::UnixDgram(_) => "unix-dgram",
+        }
+    }
+
+    /// The host and port, for IP endpoints.
+    pub fn host_port(&self) -> Option<&HostPort> {
+        match self {
+            Endpoint::Tcp(hp) | Endpoint::Udp(hp) | Endpoint::Tls(hp) => Some(hp),
+            Endpoint::Unix(_) | Endpoint::UnixDgram(_) => None,
+        }
+    }
+
+    /// The same transport at another IP address: how a server reports the
+    /// address it really bound (`tcp://127.0.0.1:0` becomes `...:41234`).
+    pub fn with_addr(&self, addr: SocketAddr) -> Endpoint {
+        let hp = HostPort {
+            host: Host::Ip(addr.ip()),
+            port: addr.port(),
+        };
+        match self {
+            Endpoint::Udp(_) => Endpoint::Udp(hp),
+            Endpoint::Tls(_) => Endpoint::Tls(hp),
+            _ => Endpoint::Tcp(hp),
+        }
+    }
+
+    /// Resolves an IP endpoint to socket addresses, in the resolver's order.
+    /// Unix endpoints give an empty list.
+    pub async fn resolve(&self) -> io::Result<Vec<SocketAddr>> {
+        let Some(hp) = self.host_port() else {
+            return Ok(Vec::new());
+        };
+        match &hp.host {
+            Host::Ip(ip) => Ok(vec![SocketAddr::new(*ip, hp.port)]),
+            Host::Name(name) => {
+                let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), hp.port))
+                    .await?
+                    .collect();
+                addrs.dedup();
+                if addrs.is_empty() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!("{name} has no address"),
+                    ));
+                }
+                Ok(addrs)
+            }
+        }
+    }
+}
+
+impl FromStr for Endpoint {
+    type Err = ParseEndpointError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let fail = |why: &str| ParseEndpointError::new(text, why);
+        if text.is_empty() {
+            return Err(fail("empty endpoint"));
+        }
+        if let Some(rest) = text.strip_prefix("unix-dgram:") {
+            return Ok(Endpoint::UnixDgram(parse_unix(text, rest)?));
+        }
+        if let Some(rest) = text.strip_prefix("unix:") {
+            return Ok(Endpoint::Unix(parse_unix(text, rest)?));
+        }
+        if let Some((scheme, rest)) = text.split_once("://") {
+            let hp = parse_host_port(text, rest)?;
+            return match scheme {
+                "tcp" => Ok(Endpoint::Tcp(hp)),
+                "udp" => Ok(Endpoint::Udp(hp)),
+                "tls" => Ok(Endpoint::Tls(hp)),
+                _ => Err(fail(&format!(
+                    "unknown scheme '{scheme}' (known: tcp, udp, tls, unix, unix-dgram)"
+                ))),
+            };
+        }
+        if text.bytes().all(|b| b.is_ascii_digit()) {
+            let port = parse_port(text, text)?;
+            return Ok(Endpoint::Tcp(HostPort {
+                host: Host::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+                port,
+            }));
+        }
+        Ok(Endpoint::Tcp(parse_host_port(text, text)?))
+    }
+}
+
+fn parse_unix(text: &str, rest: &str) -> Result<UnixAddr, ParseEndpointError> {
+    // Accept the URL-ish `unix:///tmp/x` too; it means `unix:/tmp/x`.
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    if let Some(name) = rest.strip_prefix('@') {
+        if name.is_empty() {
+            return Err(ParseEndpointError::new(text, "empty abstract socket name"));
+        }
+        // sun_path holds 108 bytes, one of them the leading NUL.
+        if name.len() > 107 {
+            return Err(ParseEndpointError::new(
+                text,
+                "abstract name longer than 107 bytes",
+            ));
+        }
+        return Ok(UnixAddr::Abstract(name.to_owned()));
+    }
+    if rest.is_empty() {
+        return Err(ParseEndpointError::new(text, "missing socket path"));
+    }
+    // sun_path holds 108 bytes including the terminating NUL.
+    if rest.len() > 107 {
+        return Err(ParseEndpointError::new(
+            text,
+            "socket path longer than 107 bytes",
+        ));
+    }
+    if rest.contains('\0') {
+        return Err(ParseEndpointError::new(text, "NUL byte in socket path"));
+    }
+    Ok(UnixAddr::Path(PathBuf::from(rest)))
+}
+
+fn parse_host_port(text: &str, rest: &str) -> Result<HostPort, ParseEndpointError> {
+    let fail = |why: &str| ParseEndpointError::new(text, why);
+    if let Some(bracketed) = rest.strip_prefix('[') {
+        let (inner, after) = bracketed
+            .split_once(']')
+            .ok_or_else(|| fail("missing ']' after IPv6 address"))?;
+        let ip: Ipv6Addr = inner
+            .parse()
+            .map_err(|_| fail(&format!("'{inner}' is not an IPv6 address")))?;
+        let port = after
+            .strip_prefix(':')
+            .ok_or_else(|| fail("missing ':PORT' after ']'"))?;
+        return Ok(HostPort {
+            host: Host::Ip(IpAddr::V6(ip)),
+            port: parse_port(text, port)?,
+        });
+    }
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| fail("missing ':PORT'"))?;
+    if host.contains(':') {
+        return Err(fail("IPv6 addresses need brackets, as in [::1]:9999"));
+    }
+    if host.is_empty() {
+        return Err(fail("missing host before ':PORT'"));
+    }
+    let host = if let Ok(ip) = host.parse::<Ipv4Addr>() {
+        Host::Ip(IpAddr::V4(ip))
+    } else if is_host_name(host) {
+        Host::Name(host.to_owned())
+    } else {
+        return Err(fail(&format!("'{host}' is not a host name or address")));
+    };
+    Ok(HostPort {
+        host,
+        port: parse_port(text, port)?,
+    })
+}
+
+/// RFC 1123 host names, loosely: labels of letters, digits, `-` and `_`
+/// (seen in the wild), at most 253 bytes. A name made only of digits and
+/// dots is a malformed IPv4 address, not a name.
+fn is_host_name(host: &str) -> bool {
+    host.len() <= 253
+        && !host.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+fn parse_port(text: &str, port: &str) -> Result<u16, ParseEndpointError> {
+    if port.is_empty() {
+        return Err(ParseEndpointError::new(text, "missing port"));
+    }
+    if !port.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ParseEndpointError::new(
+            text,
+            format!("port '{port}' is not a number"),
+        ));
+    }
+    port.parse()
+        .map_err(|_| ParseEndpointError::new(text, format!("port {port} is above 65535")))
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]"),
+            Host::Ip(IpAddr::V4(ip)) => write!(f, "{ip}"),
+            Host::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+impl fmt::Display for UnixAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UnixAddr::Path(path) => write!(f, "{}", path.display()),
+            UnixAddr::Abstract(name) => write!(f, "@{name}"),
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Tcp(hp) | Endpoint::Udp(hp) | Endpoint::Tls(hp) => {
+                write!(f, "{}://{hp}", self.scheme())
+            }
+            Endpoint::Unix(addr) | Endpoint::UnixDgram(addr) => {
+                write!(f, "{}:{addr}", self.scheme())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parse(text: &str) -> Endpoint {
+        text.parse()
+            .unwrap_or_else(|e| panic!("{text:?} did not parse: {e}"))
+    }
+
+    #[test]
+    fn every_contract_form_parses_to_its_canonical_text() {
+        for (text, canonical) in [
+            ("9999", "tcp://127.0.0.1:9999"),
+            ("0", "tcp://127.0.0.1:0"),
+            ("127.0.0.1:7", "tcp://127.0.0.1:7"),
+            ("[::1]:7000", "tcp://[::1]:7000"),
+            ("localhost:80", "tcp://localhost:80"),
+            ("tcp://10.0.0.1:1", "tcp://10.0.0.1:1"),
+            ("udp://[::1]:7000", "udp://[::1]:7000"),
+            ("udp://127.0.0.1:0", "udp://127.0.0.1:0"),
+            ("tls://example.com:443", "tls://example.com:443"),
+            ("unix:/tmp/e.sock", "unix:/tmp/e.sock"),
+            ("unix:///tmp/e.sock", "unix:/tmp/e.sock"),
+            ("unix:relative.sock", "unix:relative.sock"),
+            ("unix:@echo", "unix:@echo"),
+            ("unix-dgram:/tmp/e.dgram", "unix-dgram:/tmp/e.dgram"),
+            ("unix-dgram:@echo", "unix-dgram:@echo"),
+        ] {
+            assert_eq!(parse(text).to_string(), canonical, "{text}");
+        }
+        assert_eq!(parse(DEFAULT), Endpoint::default());
+    }
+
+    #[test]
+    fn kinds() {
+        assert_eq!(parse("udp://127.0.0.1:1").kind(), Kind::Datagram);
+        assert_eq!(parse("unix-dgram:/x").kind(), Kind::Datagram);
+        assert_eq!(parse("unix:@x").kind(), Kind::Stream);
+        assert_eq!(parse("tls://[::1]:1").kind(), Kind::Stream);
+    }
+
+    #[test]
+    fn malformed_endpoints_name_the_text_and_show_a_valid_form() {
+        for bad in [
+            "",
+            "::1:80",
+            "[::1]",
+            "[::1]80",
+            "[nope]:80",
+            "tcp://127.0.0.1",
+            "tcp://127.0.0.1:",
+            "tcp://127.0.0.1:99999",
+            "tcp://127.0.0.1:http",
+            "tcp://:80",
+            "sctp://127.0.0.1:80",
+            "999.1.1.1:80",
+            "bad host:80",
+            "unix:",
+            "unix:@",
+            "unix-dgram:",
+            "localhost",
+            "65536",
+        ] {
+            let err = bad.parse::<Endpoint>().expect_err(bad);
+            let msg = err.to_string();
+            assert!(msg.contains(&format!("'{bad}'")), "{msg}");
+            assert!(msg.contains("127.0.0.1:9999"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn with_addr_keeps_the_transport() {
+        let real: SocketAddr = "[::1]:4242".parse().unwrap();
+        assert_eq!(
+            parse("udp://[::1]:0").with_addr(real).to_string(),
+            "udp://[::1]:4242"
+        );
+        assert_eq!(
+            parse("localhost:0").with_addr(real).to_string(),
+            "tcp://[::1]:4242"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn parsing_never_panics(text in "\\PC{0,40}") {
+            let _ = text.parse::<Endpoint>();
+        }
+
+        #[test]
+        fn display_round_trips(
+            scheme in prop::sample::select(vec!["tcp", "udp", "tls"]),
+            v6 in any::<bool>(),
+            a in any::<[u8; 16]>(),
+            port in any::<u16>(),
+        ) {
+            let ip = if v6 {
+                IpAddr::V6(Ipv6Addr::from(a))
+            } else {
+                IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))
+            };
+            let text = format!("{scheme}://{}", HostPort { host: Host::Ip(ip), port });
+            let endpoint: Endpoint = text.parse().unwrap();
+            prop_assert_eq!(endpoint.to_string(), text.clone());
+            prop_assert_eq!(endpoint.to_string().parse::<Endpoint>().unwrap(), endpoint);
+        }
+
+        #[test]
+        fn unix_round_trips(path in "/[a-z0-9_./-]{1,60}", abstract_ in any::<bool>()) {
+            let text = if abstract_ { format!("unix:@{}", &path[1..].replace('/', "_") ) } else { format!("unix:{path}") };
+            if let Ok(endpoint) = text.parse::<Endpoint>() {
+                prop_assert_eq!(endpoint.to_string().parse::<Endpoint>().unwrap(), endpoint);
+            }
+        }
+    }
+}

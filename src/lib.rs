@@ -1,0 +1,56 @@
+//! sockecho: an echo server and client for TCP, UDP and Unix sockets over
+//! IPv4 and IPv6.
+//!
+//! It began as the first lesson of socket programming (a server that binds
+//! `127.0.0.1:9999`, listens and greets; a client that connects and prints
+//! the greeting) and grows into the tool network engineers reach for first.
+//! The binary is a thin shell over this library, so another project's tests
+//! can start an echo server in-process:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), sockecho::Error> {
+//! use sockecho::{ServeConfig, Server};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! let config = ServeConfig::new(vec!["tcp://127.0.0.1:0".parse()?]);
+//! let server = Server::bind(config).await?;
+//! let addr = server.local_endpoints()[0].to_string(); // the real port
+//! let stop = CancellationToken::new();
+//! let task = tokio::spawn(server.run(stop.clone()));
+//!
+//! let mut client = tokio::net::TcpStream::connect(addr.trim_start_matches("tcp://"))
+//!     .await
+//!     .unwrap();
+//! client.write_all(b"ping").await.unwrap();
+//! let mut back = [0u8; 4];
+//! client.read_exact(&mut back).await.unwrap();
+//! assert_eq!(&back, b"ping");
+//!
+//! stop.cancel();
+//! task.await.expect("server task")?;
+//! # Ok(()) }
+//! ```
+//!
+//! Start reading at [`endpoint`] (the address syntax every subcommand
+//! shares), then [`transport`] (one stream type and one datagram type over
+//! every socket family), then [`server`] and [`client`].
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod duration;
+pub mod endpoint;
+pub mod error;
+pub mod events;
+pub mod server;
+pub mod shutdown;
+pub mod transport;
+
+pub use client::{ConnectConfig, connect};
+pub use endpoint::Endpoint;
+pub use error::Error;
+pub use events::{EventFormat, Events};
+pub use server::{ServeConfig, Server};

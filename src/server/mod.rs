@@ -1,0 +1,369 @@
+//! The server: binds every endpoint, runs one accept loop per stream
+//! listener and one receive loop per datagram socket, and drains on
+//! shutdown.
+//!
+//! How a byte flows: [`Server::bind`] makes the sockets; [`Server::run`]
+//! prints `listen ok` for each and spawns its loop; a stream's accept loop
+//! takes a connection permit, spawns [`service::echo`] for the connection
+//! and emits `connection`/`closed` events around it; a datagram loop echoes
+//! each datagram the guard lets through.
+
+pub mod guard;
+pub mod service;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::endpoint::{Endpoint, Kind};
+use crate::error::Error;
+use crate::events::Events;
+use crate::shutdown::Shutdown;
+use crate::transport::datagram::BoundDatagram;
+use crate::transport::{Datagram, Listener, Peer, Stream};
+use guard::DatagramGuard;
+
+/// The listen backlog when none is given: the kernel caps it at
+/// `net.core.somaxconn` (4096 on current Linux) anyway.
+pub const DEFAULT_BACKLOG: u32 = 1024;
+
+/// Connections served at once when no limit is given. Each costs a file
+/// descriptor and one buffer; past it, connections are accepted and closed
+/// at once so clients see the end of the stream rather than a hang.
+pub const DEFAULT_MAX_CONNS: usize = 10_000;
+
+/// How long open connections may finish after a stop signal.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Everything `serve` needs to know, free of any command-line type.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// What to serve; at least one.
+    pub endpoints: Vec<Endpoint>,
+    /// Sent to each stream connection before the echo begins.
+    pub greeting: Vec<u8>,
+    /// Serve one stream connection or one datagram, then stop.
+    pub once: bool,
+    /// The listen backlog for stream endpoints.
+    pub backlog: u32,
+    /// Stream connections served at once, across all endpoints.
+    pub max_conns: usize,
+    /// Close a connection that makes no progress for this long.
+    pub idle_timeout: Option<Duration>,
+    /// How long open connections may finish after a stop.
+    pub drain_timeout: Duration,
+    /// Answer datagrams from ports below 1024 (see [`guard`]).
+    pub allow_low_ports: bool,
+    /// Where `listen`, `connection` and `closed` events go.
+    pub events: Events,
+}
+
+impl ServeConfig {
+    /// A configuration with every default, serving `endpoints`.
+    pub fn new(endpoints: Vec<Endpoint>) -> ServeConfig {
+        ServeConfig {
+            endpoints,
+            greeting: Vec::new(),
+            once: false,
+            backlog: DEFAULT_BACKLOG,
+            max_conns: DEFAULT_MAX_CONNS,
+            idle_timeout: None,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            allow_low_ports: false,
+            events: Events::silent(),
+        }
+    }
+}
+
+/// A server whose sockets are bound and listening, ready to [`run`](Server::run).
+#[derive(Debug)]
+pub struct Server {
+    config: ServeConfig,
+    /// The bound sockets, in the order the endpoints were given (so the
+    /// `listen ok` lines come in that order too).
+    sockets: Vec<Bound>,
+    /// The endpoints as really bound, in the order given.
+    local: Vec<Endpoint>,
+}
+
+/// One bound socket of either kind.
+#[derive(Debug)]
+enum Bound {
+    Stream(Listener),
+    Datagram(BoundDatagram),
+}
+
+/// What every task of one server shares.
+#[derive(Debug, Clone)]
+struct Context {
+    config: Arc<ServeConfig>,
+    /// Cancelled when accepting must stop (signal, or `--once` served).
+    accepting: CancellationToken,
+    /// Cancelled when open connections must close now.
+    force: CancellationToken,
+    /// One permit per open stream connection (`--max-conns`).
+    permits: Arc<Semaphore>,
+    tracker: TaskTracker,
+}
+
+impl Server {
+    /// Binds every endpoint of `config`. Nothing is served until
+    /// [`run`](Server::run); the first endpoint that cannot be bound fails
+    /// the whole call.
+    pub async fn bind(config: ServeConfig) -> Result<Server, Error> {
+        if config.endpoints.is_empty() {
+            return Err(Error::Usage("no endpoint to serve".to_owned()));
+        }
+        if config.max_conns == 0 {
+            return Err(Error::Usage("--max-conns must be at least 1".to_owned()));
+        }
+        let mut sockets = Vec::new();
+        let mut local = Vec::new();
+        for endpoint in &config.endpoints {
+            match endpoint.kind() {
+                Kind::Stream => {
+                    if matches!(endpoint, Endpoint::Tls(_)) {
+                        return Err(Error::Usage(format!(
+                            "cannot listen on {endpoint}: TLS is not supported yet"
+                        )));
+                    }
+                    let listener = Listener::bind(endpoint, config.backlog).await?;
+                    tracing::debug!(endpoint = %listener.local_endpoint(), backlog = config.backlog, "listening");
+                    local.push(listener.local_endpoint().clone());
+                    sockets.push(Bound::Stream(listener));
+                }
+                Kind::Datagram => {
+                    let bound = Datagram::bind(endpoint).await?;
+                    tracing::debug!(endpoint = %bound.local, "bound");
+                    local.push(bound.local.clone());
+                    sockets.push(Bound::Datagram(bound));
+                }
+            }
+        }
+        Ok(Server {
+            config,
+            sockets,
+            local,
+        })
+    }
+
+    /// The endpoints as really bound (ephemeral ports filled in), in the
+    /// order they were given.
+    pub fn local_endpoints(&self) -> &[Endpoint] {
+        &self.local
+    }
+
+    /// Serves until `stop` is cancelled (then drains) or, with `once`, until
+    /// the one connection or datagram is served.
+    pub async fn run(self, stop: tokio_util::sync::CancellationToken) -> Result<(), Error> {
+        self.run_until(Shutdown {
+            stop,
+            force: CancellationToken::new(),
+        })
+        .await
+    }
+
+    /// Serves until `shutdown.stop` (drain, then return) or `shutdown.force`
+    /// (close everything now).
+    pub async fn run_until(self, shutdown: Shutdown) -> Result<(), Error> {
+        let ctx = Context {
+            permits: Arc::new(Semaphore::new(self.config.max_conns)),
+            config: Arc::new(self.config),
+            accepting: CancellationToken::new(),
+            force: shutdown.force.clone(),
+            tracker: TaskTracker::new(),
+        };
+        for socket in self.sockets {
+            match socket {
+                Bound::Stream(listener) => {
+                    ctx.config.events.listen(listener.local_endpoint());
+                    let span =
+                        tracing::info_span!("listener", endpoint = %listener.local_endpoint());
+                    ctx.tracker
+                        .spawn(accept_loop(listener, ctx.clone()).instrument(span));
+                }
+                Bound::Datagram(bound) => {
+                    ctx.config.events.listen(&bound.local);
+                    let span = tracing::info_span!("datagram", endpoint = %bound.local);
+                    ctx.tracker
+                        .spawn(datagram_loop(bound, ctx.clone()).instrument(span));
+                }
+            }
+        }
+        ctx.tracker.close();
+
+        tokio::select! {
+            _ = shutdown.stop.cancelled() => {}
+            _ = shutdown.force.cancelled() => {}
+            _ = ctx.accepting.cancelled() => {
+                // `--once`: the one connection runs to its end unless a
+                // signal comes first.
+                tokio::select! {
+                    _ = ctx.tracker.wait() => return Ok(()),
+                    _ = shutdown.stop.cancelled() => {}
+                    _ = shutdown.force.cancelled() => {}
+                }
+            }
+        }
+        ctx.accepting.cancel();
+        let open = ctx.config.max_conns - ctx.permits.available_permits();
+        tracing::info!(open, drain_timeout = ?ctx.config.drain_timeout, "stopped accepting; draining");
+        tokio::select! {
+            _ = ctx.tracker.wait() => {}
+            _ = tokio::time::sleep(ctx.config.drain_timeout) => {
+                tracing::info!("drain timeout reached; closing the remaining connections");
+                ctx.force.cancel();
+                ctx.tracker.wait().await;
+            }
+            _ = shutdown.force.cancelled() => ctx.tracker.wait().await,
+        }
+        Ok(())
+    }
+}
+
+/// Accepts stream connections until told to stop. Errors never end the
+/// loop: descriptor exhaustion backs off (so the loop neither dies nor
+/// spins) and everything else is one failed connection.
+async fn accept_loop(listener: Listener, ctx: Context) {
+    let endpoint = listener.local_endpoint().clone();
+    let mut backoff = Duration::ZERO;
+    let mut refused: u64 = 0;
+    let mut last_refusal_log: Option<Instant> = None;
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = ctx.accepting.cancelled() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => {
+                backoff = Duration::ZERO;
+                pair
+            }
+            Err(e) if is_resource_exhaustion(&e) => {
+                backoff = (backoff * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
+                tracing::warn!(cause = %e, retry_in = ?backoff, "cannot accept");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => continue,
+                    _ = ctx.accepting.cancelled() => return,
+                }
+            }
+            Err(e) => {
+                tracing::debug!(cause = %e, "accept failed");
+                continue;
+            }
+        };
+        let Ok(permit) = ctx.permits.clone().try_acquire_owned() else {
+            refused += 1;
+            // One log line a second at most, however hard we are pushed.
+            if last_refusal_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                tracing::warn!(%peer, max_conns = ctx.config.max_conns, refused, "connection refused: too many open connections");
+                last_refusal_log = Some(Instant::now());
+            }
+            drop(stream);
+            continue;
+        };
+        if ctx.config.once {
+            ctx.accepting.cancel();
+        }
+        let span = tracing::info_span!("conn", %peer);
+        let task_ctx = ctx.clone();
+        let task_endpoint = endpoint.clone();
+        ctx.tracker.spawn(
+            async move {
+                serve_connection(stream, peer, &task_endpoint, &task_ctx).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+        if ctx.config.once {
+            return;
+        }
+    }
+}
+
+async fn serve_connection(mut stream: Stream, peer: Peer, endpoint: &Endpoint, ctx: &Context) {
+    let events = &ctx.config.events;
+    events.connection(&peer, endpoint);
+    let mut counts = service::Counts::default();
+    let result = tokio::select! {
+        result = service::echo(&mut stream, &ctx.config.greeting, ctx.config.idle_timeout, &mut counts) => result,
+        _ = ctx.force.cancelled() => Err(std::io::Error::other("closed by shutdown")),
+    };
+    let reason = match &result {
+        Ok(()) => None,
+        Err(e) => {
+            tracing::debug!(cause = %e, "connection ended");
+            Some(crate::error::reason(e))
+        }
+    };
+    events.closed(
+        &peer,
+        endpoint,
+        counts.bytes_in,
+        counts.bytes_out,
+        reason.as_deref(),
+    );
+}
+
+/// Receives datagrams and echoes each one the guard lets through, until
+/// told to stop (or, with `--once`, after one).
+async fn datagram_loop(bound: BoundDatagram, ctx: Context) {
+    let socket = &bound.socket;
+    let local_ip = match &bound.local {
+        Endpoint::Udp(_) => bound.local.host_port().and_then(|hp| match hp.host {
+            crate::endpoint::Host::Ip(ip) => Some(SocketAddr::new(ip, hp.port)),
+            crate::endpoint::Host::Name(_) => None,
+        }),
+        _ => None,
+    };
+    let guard = DatagramGuard::new(local_ip, ctx.config.allow_low_ports);
+    // One buffer for the socket's lifetime: no allocation per datagram.
+    let mut buf = vec![0u8; socket.max_datagram()];
+    loop {
+        let received = tokio::select! {
+            received = socket.recv_from(&mut buf) => received,
+            _ = ctx.accepting.cancelled() => return,
+        };
+        let (n, peer) = match received {
+            Ok(pair) => pair,
+            Err(e) => {
+                // On Linux a UDP socket reports an ICMP error from an earlier
+                // send (port unreachable) on its next receive: a property of
+                // that peer, not of this socket. Anything else: breathe, so a
+                // persistent error cannot spin the CPU.
+                tracing::debug!(cause = %e, "receive failed");
+                if !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset
+                ) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                continue;
+            }
+        };
+        if let Err(why) = guard.check(&peer) {
+            tracing::debug!(%peer, why, "datagram dropped");
+            continue;
+        }
+        if let Err(e) = socket.send_to(&buf[..n], &peer).await {
+            tracing::debug!(%peer, cause = %e, "reply failed");
+        }
+        if ctx.config.once {
+            ctx.accepting.cancel();
+            return;
+        }
+    }
+}
+
+/// Errors that mean "out of descriptors or memory for now": accepting again
+/// at once would fail again, so the loop backs off.
+fn is_resource_exhaustion(err: &std::io::Error) -> bool {
+    // EMFILE 24, ENFILE 23, ENOBUFS 105, ENOMEM 12 on Linux.
+    matches!(err.raw_os_error(), Some(23 | 24 | 105 | 12))
+        || err.kind() == std::io::ErrorKind::OutOfMemory
+}

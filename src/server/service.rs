@@ -1,0 +1,149 @@
+//! The per-connection and per-datagram services. Echo (RFC 862) for now;
+//! written over `AsyncRead + AsyncWrite` so every stream transport shares it.
+
+use std::io;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Bytes read from one stream connection: large enough for one read to
+/// take what a loopback peer usually has queued, small enough that ten
+/// thousand busy connections stay within a few hundred MiB.
+pub const STREAM_BUFFER: usize = 16 * 1024;
+
+/// What a connection moved, kept outside the service future so that the
+/// counts survive when the future is cancelled (drain deadline).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// Bytes read from the peer.
+    pub bytes_in: u64,
+    /// Bytes written to the peer, the greeting included.
+    pub bytes_out: u64,
+}
+
+/// Echoes a stream connection to its end: sends `greeting`, then writes
+/// back every byte read until the peer half-closes, then half-closes too.
+///
+/// Each chunk is written back before the next read, so a peer that sends
+/// without reading fills its own window and stalls only itself; memory per
+/// connection stays one buffer. `idle` bounds each read and each write: a
+/// peer that makes no progress for that long is dropped.
+pub async fn echo<S>(
+    stream: &mut S,
+    greeting: &[u8],
+    idle: Option<Duration>,
+    counts: &mut Counts,
+) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if !greeting.is_empty() {
+        within(idle, stream.write_all(greeting)).await?;
+        counts.bytes_out += greeting.len() as u64;
+    }
+    let mut buf = vec![0u8; STREAM_BUFFER];
+    loop {
+        let n = within(idle, stream.read(&mut buf)).await?;
+        if n == 0 {
+            break;
+        }
+        counts.bytes_in += n as u64;
+        within(idle, stream.write_all(&buf[..n])).await?;
+        counts.bytes_out += n as u64;
+    }
+    // The peer half-closed and everything it sent is echoed: end our side
+    // too, so it reads the end of the stream after the last echoed byte.
+    within(idle, stream.shutdown()).await
+}
+
+/// Runs `op` under the idle timeout, if there is one.
+async fn within<T>(
+    idle: Option<Duration>,
+    op: impl Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    match idle {
+        None => op.await,
+        Some(limit) => tokio::time::timeout(limit, op)
+            .await
+            .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "idle timeout"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use tokio::io::duplex;
+
+    /// Writes `chunks` one by one into an in-memory pipe served by `echo`,
+    /// half-closes, and returns everything read back.
+    async fn round_trip(chunks: Vec<Vec<u8>>, greeting: &[u8]) -> (Vec<u8>, Counts) {
+        let (mut client, mut server) = duplex(4096);
+        let greeting = greeting.to_vec();
+        let served = tokio::spawn(async move {
+            let mut counts = Counts::default();
+            echo(&mut server, &greeting, None, &mut counts)
+                .await
+                .unwrap();
+            counts
+        });
+        let (mut rd, mut wr) = tokio::io::split(&mut client);
+        let writer = async {
+            for chunk in &chunks {
+                wr.write_all(chunk).await.unwrap();
+            }
+            wr.shutdown().await.unwrap();
+        };
+        let mut back = Vec::new();
+        let reader = rd.read_to_end(&mut back);
+        let ((), read) = tokio::join!(writer, reader);
+        read.unwrap();
+        (back, served.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn greeting_then_echo_then_half_close() {
+        let (back, counts) = round_trip(vec![b"ab".to_vec(), b"c".to_vec()], b"hi ").await;
+        assert_eq!(back, b"hi abc");
+        assert_eq!(
+            counts,
+            Counts {
+                bytes_in: 3,
+                bytes_out: 6
+            }
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_peer_is_dropped() {
+        let (_client, mut server) = duplex(64);
+        let mut counts = Counts::default();
+        let err = echo(&mut server, b"", Some(Duration::from_secs(5)), &mut counts)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Any bytes, cut into any chunks, come back identical.
+        #[test]
+        fn any_chunking_echoes_exactly(
+            data in proptest::collection::vec(any::<u8>(), 0..70_000),
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..20),
+        ) {
+            let mut points: Vec<usize> = cuts.iter().map(|i| i.index(data.len() + 1)).collect();
+            points.sort_unstable();
+            let mut chunks = Vec::new();
+            let mut start = 0;
+            for p in points.into_iter().chain([data.len()]) {
+                chunks.push(data[start..p].to_vec());
+                start = p;
+            }
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let (back, counts) = rt.block_on(round_trip(chunks, b""));
+            prop_assert_eq!(counts.bytes_in, data.len() as u64);
+            prop_assert_eq!(back, data);
+        }
+    }
+}
