@@ -40,6 +40,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod client;
 pub mod duration;
 pub mod endpoint;
@@ -47,6 +48,7 @@ pub mod error;
 pub mod events;
 pub mod server;
 pub mod shutdown;
+pub mod stats;
 pub mod transport;
 
 pub use client::{ConnectConfig, connect};

@@ -32,6 +32,9 @@ pub enum Datagram {
 }
 
 /// Where a datagram came from, to send the reply back.
+// The Unix variant is large (two sockaddr_un), but boxing it would allocate
+// once per datagram on the hot path; the value lives on the stack briefly.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum DatagramPeer {
     /// An IP sender.
