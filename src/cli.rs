@@ -5,9 +5,11 @@
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use sockecho::bench::BenchConfig;
 use sockecho::client::ConnectConfig;
 use sockecho::endpoint::{DEFAULT, Endpoint};
 use sockecho::events::{EventFormat, Events};
+use sockecho::ping::PingConfig;
 use sockecho::server::{DEFAULT_BACKLOG, DEFAULT_MAX_CONNS, ServeConfig};
 
 /// Echo server and client for TCP, UDP and Unix sockets over IPv4 and IPv6.
@@ -45,6 +47,129 @@ pub enum Command {
     /// continues until the server closes. Datagrams: each -m or each input
     /// line is one datagram; each reply is printed on its own line.
     Connect(ConnectArgs),
+    /// Measure round trips: COUNT probes, each verified byte for byte, in
+    /// ping(8)'s style.
+    ///
+    /// Over TCP all probes share one connection (or, with --connect, each
+    /// probe times a new handshake); over UDP lost, duplicated and
+    /// reordered replies are counted. Exits 0 when at least one valid
+    /// reply came and none was corrupt.
+    Ping(PingArgs),
+    /// Load an echo server: CONNS connections sending SIZE-byte messages
+    /// for DURATION, every echoed byte verified, latency in an HdrHistogram.
+    Bench(BenchArgs),
+    /// Work with bench reports.
+    Report {
+        /// What to do with them.
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
+}
+
+/// `sockecho report` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Merge `bench --json` results from several processes or machines:
+    /// messages and throughput add up, percentiles come from the merged
+    /// histogram.
+    Merge {
+        /// Bench JSON files.
+        #[arg(value_name = "FILE.json", required = true)]
+        files: Vec<std::path::PathBuf>,
+        /// Print the merged report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Write a latency-percentile chart (SVG).
+        #[arg(long, value_name = "FILE.svg")]
+        plot: Option<std::path::PathBuf>,
+    },
+}
+
+/// `sockecho ping`.
+#[derive(Debug, Args)]
+pub struct PingArgs {
+    /// The echo server.
+    #[arg(value_name = "ENDPOINT", default_value = DEFAULT)]
+    pub endpoint: Endpoint,
+
+    /// Stop after COUNT probes (default: until interrupted).
+    #[arg(short, long, value_name = "COUNT",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+
+    /// Time between probes.
+    #[arg(short, long, value_name = "INTERVAL", value_parser = parse_duration, default_value = "1s")]
+    pub interval: Duration,
+
+    /// Bytes per probe, header included (at least 24).
+    #[arg(short, long, value_name = "SIZE", default_value_t = 64)]
+    pub size: usize,
+
+    /// How long to wait for each reply.
+    #[arg(short = 'W', long, value_name = "TIMEOUT", value_parser = parse_duration, default_value = "1s")]
+    pub timeout: Duration,
+
+    /// TCP: time the connection handshake alone, one new connection per
+    /// probe (as tcping does).
+    #[arg(long)]
+    pub connect: bool,
+
+    /// Print only one JSON object with the summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `sockecho bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The echo server.
+    #[arg(value_name = "ENDPOINT", default_value = DEFAULT)]
+    pub endpoint: Endpoint,
+
+    /// Connections (datagram flows over UDP and Unix datagram sockets).
+    #[arg(short, long = "connections", value_name = "CONNS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub connections: u64,
+
+    /// Bytes per message.
+    #[arg(short = 's', long = "size", value_name = "SIZE", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=16_777_216))]
+    pub size: u64,
+
+    /// How long to measure (after the warmup).
+    #[arg(short, long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    pub duration: Duration,
+
+    /// Load before measuring; its messages are not counted.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
+    pub warmup: Duration,
+
+    /// Total send rate, messages per second, paced open-loop: latency is
+    /// measured from each message's intended send time.
+    #[arg(long, value_name = "MSGS_PER_S")]
+    pub rate: Option<f64>,
+
+    /// Messages in flight per connection.
+    #[arg(long, value_name = "K", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub pipeline: u64,
+
+    /// Datagrams: how long before an unanswered one counts as lost.
+    #[arg(short = 'W', long, value_name = "TIMEOUT", value_parser = parse_duration, default_value = "1s")]
+    pub timeout: Duration,
+
+    /// Print only one JSON object with the report.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Write a latency-percentile chart (SVG).
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<std::path::PathBuf>,
+
+    /// Client threads, each driving its share of the connections (default:
+    /// one per available core).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub threads: Option<u64>,
 }
 
 /// `sockecho serve`.
@@ -136,6 +261,47 @@ impl ServeArgs {
             allow_low_ports: self.allow_low_ports,
             events: Events::stdout(format, self.quiet),
             ..ServeConfig::new(self.endpoints)
+        }
+    }
+}
+
+impl PingArgs {
+    /// The library's configuration; `stop` ends an unbounded run early.
+    pub fn into_config(self, stop: tokio_util::sync::CancellationToken) -> PingConfig {
+        PingConfig {
+            endpoint: self.endpoint,
+            count: self.count,
+            interval: self.interval,
+            size: self.size,
+            timeout: self.timeout,
+            connect_only: self.connect,
+            json: self.json,
+            stop,
+        }
+    }
+}
+
+impl BenchArgs {
+    /// The library's configuration; `stop` ends the run early.
+    pub fn into_config(
+        self,
+        stop: tokio_util::sync::CancellationToken,
+        progress: bool,
+    ) -> BenchConfig {
+        BenchConfig {
+            endpoint: self.endpoint,
+            connections: usize::try_from(self.connections).unwrap_or(usize::MAX),
+            message_size: usize::try_from(self.size).unwrap_or(usize::MAX),
+            duration: self.duration,
+            warmup: self.warmup,
+            rate: self.rate,
+            pipeline: usize::try_from(self.pipeline).unwrap_or(usize::MAX),
+            timeout: self.timeout,
+            threads: self
+                .threads
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            progress,
+            stop,
         }
     }
 }

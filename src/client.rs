@@ -7,7 +7,7 @@
 use std::io;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 use crate::endpoint::{Endpoint, Kind};
 use crate::error::Error;
@@ -48,7 +48,7 @@ where
         Kind::Datagram => datagram_client(config, input, output).await,
     };
     match result {
-        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) if e.is_closed_output() => Ok(()),
         other => other,
     }
 }
@@ -84,11 +84,20 @@ where
         to_server.shutdown().await
     };
     let receive = async {
-        let copied = tokio::io::copy(&mut from_server, &mut output).await;
-        // Flush even after an error: what arrived is worth showing.
-        let flushed = output.flush().await;
-        copied.map_err(|e| Error::io(format!("receiving from {endpoint}"), e))?;
-        flushed.map_err(|e| Error::io("writing output", e))
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = from_server
+                .read(&mut buf)
+                .await
+                .map_err(|e| Error::io(format!("receiving from {endpoint}"), e))?;
+            if n == 0 {
+                break;
+            }
+            output.write_all(&buf[..n]).await.map_err(Error::Output)?;
+            // Interactive use: show each reply as it arrives.
+            output.flush().await.map_err(Error::Output)?;
+        }
+        Ok(())
     };
     tokio::pin!(send, receive);
     let mut sending = true;
@@ -132,18 +141,9 @@ where
                 });
             }
         };
-        output
-            .write_all(&reply[..n])
-            .await
-            .map_err(|e| Error::io("writing output", e))?;
-        output
-            .write_all(b"\n")
-            .await
-            .map_err(|e| Error::io("writing output", e))?;
-        output
-            .flush()
-            .await
-            .map_err(|e| Error::io("writing output", e))
+        output.write_all(&reply[..n]).await.map_err(Error::Output)?;
+        output.write_all(b"\n").await.map_err(Error::Output)?;
+        output.flush().await.map_err(Error::Output)
     };
     match &config.messages {
         Some(messages) => {

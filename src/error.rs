@@ -58,6 +58,18 @@ pub enum Error {
         /// How long we waited.
         timeout: Duration,
     },
+    /// A file or value that is not what it should be (a bench report that
+    /// does not parse, a plot that cannot be drawn).
+    #[error("{what}: {reason}")]
+    Invalid {
+        /// What was being read or made, e.g. `a.json`.
+        what: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Writing our own output (standard output) failed.
+    #[error("cannot write the output: {}", reason(.0))]
+    Output(#[source] io::Error),
     /// Any other I/O failure, with what we were doing.
     #[error("{what}: {}", reason(source))]
     Io {
@@ -69,6 +81,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// True when our output's reader went away (`| head`): not a failure,
+    /// as for `cat`.
+    pub fn is_closed_output(&self) -> bool {
+        matches!(self, Error::Output(e) if e.kind() == io::ErrorKind::BrokenPipe)
+    }
+
     /// True for errors the user made on the command line (exit code 2).
     pub fn is_usage(&self) -> bool {
         matches!(self, Error::Endpoint { .. } | Error::Usage(_))
@@ -96,6 +114,22 @@ impl Error {
             endpoint: endpoint.to_string(),
             reason: reason(&source),
             source,
+        }
+    }
+
+    /// `what` is not what it should be; `err`'s whole chain says why, on
+    /// one line.
+    pub(crate) fn invalid(what: impl Into<String>, err: &dyn std::error::Error) -> Error {
+        let mut reason = err.to_string();
+        let mut source = err.source();
+        while let Some(cause) = source {
+            reason.push_str(": ");
+            reason.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        Error::Invalid {
+            what: what.into(),
+            reason,
         }
     }
 

@@ -28,6 +28,7 @@
 //! client.read_exact(&mut back).await.unwrap();
 //! assert_eq!(&back, b"ping");
 //!
+//! drop(client); // a connection still open at the stop gets --drain-timeout
 //! stop.cancel();
 //! task.await.expect("server task")?;
 //! # Ok(()) }
@@ -46,6 +47,7 @@ pub mod duration;
 pub mod endpoint;
 pub mod error;
 pub mod events;
+pub mod ping;
 pub mod server;
 pub mod shutdown;
 pub mod stats;

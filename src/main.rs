@@ -8,7 +8,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use cli::{Cli, Command};
+use cli::{Cli, Command, ReportCommand};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -25,12 +25,12 @@ fn main() -> ExitCode {
     // forever; waiting for it would hang the exit.
     runtime.shutdown_background();
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => fail(&err),
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve(args) => {
             let shutdown = sockecho::shutdown::on_signals()?;
@@ -40,6 +40,50 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Connect(args) => {
             sockecho::connect(&args.into_config(), tokio::io::stdin(), tokio::io::stdout()).await?;
         }
+        Command::Ping(args) => {
+            let shutdown = sockecho::shutdown::on_signals()?;
+            let config = args.into_config(shutdown.stop);
+            let summary = sockecho::ping::run(&config, &mut std::io::stdout()).await?;
+            // Like ping(8): the summary says what went wrong; exit 1 alone
+            // tells scripts.
+            if !summary.success() {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Command::Bench(args) => {
+            let shutdown = sockecho::shutdown::on_signals()?;
+            let (json, plot) = (args.json, args.plot.clone());
+            let progress = !json && std::io::stderr().is_terminal();
+            let outcome = sockecho::bench::run(&args.into_config(shutdown.stop, progress)).await?;
+            print_report(&outcome.report, json, plot.as_deref())?;
+            if let Some(mismatch) = outcome.first_mismatch {
+                eprintln!("error: echo differs from what was sent: {mismatch}");
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Command::Report {
+            command: ReportCommand::Merge { files, json, plot },
+        } => {
+            let report = sockecho::bench::merge_files(&files)?;
+            print_report(&report, json, plot.as_deref())?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a bench report as text or JSON, and its chart if asked for.
+fn print_report(
+    report: &sockecho::bench::report::BenchReport,
+    json: bool,
+    plot: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.render_text());
+    }
+    if let Some(path) = plot {
+        sockecho::bench::write_plot(report, path)?;
     }
     Ok(())
 }
@@ -50,6 +94,9 @@ fn fail(err: &anyhow::Error) -> ExitCode {
     match err.downcast_ref::<sockecho::Error>() {
         // The library's message already says what and why; its source
         // would only repeat the why.
+        // A reader that stopped reading our output (`| head`) is not a
+        // failure: exit quietly, as cat and ripgrep do.
+        Some(lib) if lib.is_closed_output() => ExitCode::SUCCESS,
         Some(lib) => {
             eprintln!("error: {lib}");
             ExitCode::from(if lib.is_usage() { 2 } else { 1 })

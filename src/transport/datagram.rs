@@ -216,6 +216,31 @@ impl Datagram {
         }
     }
 
+    /// Polls sending one datagram on a connected socket (for drivers that
+    /// multiplex sends and receives in one hand-written future).
+    pub fn poll_send(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        match self {
+            Datagram::Udp(s) => s.poll_send(cx, buf),
+            Datagram::Unix(s) => s.poll_send(cx, buf),
+        }
+    }
+
+    /// Polls receiving one datagram on a connected socket.
+    pub fn poll_recv(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self {
+            Datagram::Udp(s) => s.poll_recv(cx, buf),
+            Datagram::Unix(s) => s.poll_recv(cx, buf),
+        }
+    }
+
     /// The largest datagram worth receiving on this socket: a UDP payload's
     /// limit, or for Unix sockets the default socket buffer's size (larger
     /// datagrams cannot be sent without raising it).

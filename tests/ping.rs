@@ -1,0 +1,456 @@
+//! `sockecho ping` through the real binary: against the project's own
+//! server over every transport, and against deliberately faulty servers
+//! written here, whose faults the report must count exactly.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sockecho");
+
+/// The longest any single wait may take before the test fails.
+const WAIT: Duration = Duration::from_secs(5);
+
+/// A child process whose standard output arrives line by line on a channel
+/// (read on a thread, so every wait can have a timeout).
+struct Spawned {
+    child: Child,
+    lines: Receiver<String>,
+    stderr: Receiver<String>,
+}
+
+impl Spawned {
+    fn start(args: &[&str]) -> Spawned {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sockecho");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let mut stderr = child.stderr.take().expect("stderr piped");
+        let (line_tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (err_tx, stderr_rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            let _ = err_tx.send(text);
+        });
+        Spawned {
+            child,
+            lines,
+            stderr: stderr_rx,
+        }
+    }
+
+    fn next_line(&self) -> String {
+        self.lines
+            .recv_timeout(WAIT)
+            .expect("a line from sockecho in time")
+    }
+
+    /// Waits for the process to end: standard output closed, then exit.
+    fn finish(mut self) -> Ran {
+        let deadline = Instant::now() + WAIT;
+        let mut stdout = String::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    stdout.push_str(&line);
+                    stdout.push('\n');
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let _ = self.child.kill();
+                    panic!("sockecho did not finish in time; output so far:\n{stdout}");
+                }
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let stderr = self.stderr.recv_timeout(left).unwrap_or_default();
+        let status = self.child.wait().expect("wait for sockecho");
+        Ran {
+            code: status.code(),
+            stdout,
+            stderr,
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A finished run.
+#[derive(Debug)]
+struct Ran {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Ran {
+    fn json(&self) -> Value {
+        assert_eq!(
+            self.stdout.lines().count(),
+            1,
+            "one JSON object, nothing else: {self:?}"
+        );
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("{e}: {self:?}"))
+    }
+
+    fn count(&self, needle: &str) -> usize {
+        self.stdout.lines().filter(|l| l.contains(needle)).count()
+    }
+}
+
+fn ping(args: &[&str]) -> Ran {
+    let mut all = vec!["ping"];
+    all.extend_from_slice(args);
+    Spawned::start(&all).finish()
+}
+
+/// A fresh socket path in the temporary directory (removed by the server).
+fn socket_path(what: &str) -> PathBuf {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    std::env::temp_dir().join(format!(
+        "sockecho-ping-{}-{}-{what}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// `sockecho serve -q` on the given endpoints; returns the process and the
+/// endpoints it really listens on, from its `listen ok` lines.
+fn serve(endpoints: &[&str]) -> (Spawned, Vec<String>) {
+    let mut args = vec!["serve", "-q"];
+    args.extend_from_slice(endpoints);
+    let server = Spawned::start(&args);
+    let listening = endpoints
+        .iter()
+        .map(|_| {
+            let line = server.next_line();
+            line.strip_prefix("listen ok ")
+                .unwrap_or_else(|| panic!("expected 'listen ok', got {line:?}"))
+                .to_owned()
+        })
+        .collect();
+    (server, listening)
+}
+
+fn assert_clean(ran: &Ran, probes: usize) {
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    assert_eq!(ran.count("bytes from"), probes, "{ran:?}");
+    let summary = format!("{probes} probes transmitted, {probes} received, 0% loss");
+    assert!(ran.stdout.contains(&summary), "{ran:?}");
+    assert!(ran.stdout.contains("rtt min/avg/max/mdev = "), "{ran:?}");
+    assert!(ran.stdout.contains("rtt p50/p90/p99 = "), "{ran:?}");
+}
+
+#[test]
+fn pings_own_server_over_every_transport() {
+    let stream = socket_path("stream");
+    let dgram = socket_path("dgram");
+    let unix = format!("unix:{}", stream.display());
+    let unix_dgram = format!("unix-dgram:{}", dgram.display());
+    let (_server, endpoints) =
+        serve(&["tcp://127.0.0.1:0", "udp://127.0.0.1:0", &unix, &unix_dgram]);
+    assert_eq!(endpoints[2], unix);
+    let runs: Vec<_> = endpoints
+        .iter()
+        .map(|e| {
+            let e = e.clone();
+            thread::spawn(move || ping(&[&e, "-c", "3", "-i", "50ms"]))
+        })
+        .collect();
+    for (endpoint, run) in endpoints.iter().zip(runs) {
+        let ran = run.join().expect("ping thread");
+        assert_clean(&ran, 3);
+        let header = format!("PING {endpoint}: 64 bytes per probe");
+        assert!(ran.stdout.starts_with(&header), "{ran:?}");
+        for seq in 0..3 {
+            assert!(ran.stdout.contains(&format!("seq={seq} time=")), "{ran:?}");
+        }
+    }
+}
+
+#[test]
+fn json_has_every_contract_key() {
+    let (_server, endpoints) = serve(&["tcp://127.0.0.1:0", "udp://127.0.0.1:0"]);
+    for endpoint in &endpoints {
+        let ran = ping(&[endpoint, "-c", "3", "-i", "20ms", "-s", "100", "--json"]);
+        assert_eq!(ran.code, Some(0), "{ran:?}");
+        let json = ran.json();
+        assert_eq!(json["endpoint"], endpoint.as_str());
+        assert_eq!(json["sent"], 3);
+        assert_eq!(json["received"], 3);
+        assert_eq!(json["lost"], 0);
+        assert_eq!(json["duplicates"], 0);
+        assert_eq!(json["corrupt"], 0);
+        let rtt = &json["rtt_us"];
+        for key in ["min", "mean", "max", "stddev", "p50", "p90", "p99"] {
+            assert!(rtt[key].is_number(), "rtt_us.{key} in {json}");
+        }
+        let (min, max) = (rtt["min"].as_f64().unwrap(), rtt["max"].as_f64().unwrap());
+        assert!(0.0 < min && min <= max, "{json}");
+    }
+}
+
+#[test]
+fn connect_mode_times_tcp_handshakes() {
+    let (_server, endpoints) = serve(&["tcp://127.0.0.1:0", "udp://127.0.0.1:0"]);
+    let ran = ping(&[&endpoints[0], "-c", "3", "-i", "20ms", "--connect"]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    assert_eq!(ran.count("connected to "), 3, "{ran:?}");
+    assert!(
+        ran.stdout
+            .contains("3 probes transmitted, 3 received, 0% loss")
+    );
+
+    let ran = ping(&[&endpoints[1], "-c", "1", "--connect"]);
+    assert_eq!(ran.code, Some(2), "{ran:?}");
+    assert!(ran.stderr.contains("--connect"), "{ran:?}");
+}
+
+#[test]
+fn probe_smaller_than_its_header_is_a_usage_error() {
+    let ran = ping(&["udp://127.0.0.1:9", "-c", "1", "-s", "10"]);
+    assert_eq!(ran.code, Some(2), "{ran:?}");
+    assert_eq!(
+        ran.stderr.trim(),
+        "error: probe size must be at least 24 bytes (the header)"
+    );
+    assert!(ran.stdout.is_empty(), "{ran:?}");
+}
+
+/// A UDP echo server with a fault schedule, by arrival order: drops every
+/// third datagram (2, 5, 8), answers datagram 3 twice and corrupts byte 40
+/// of datagram 4. Returns after `datagrams` datagrams or a quiet `WAIT`.
+fn faulty_udp_server(datagrams: usize) -> String {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    socket.set_read_timeout(Some(WAIT)).expect("read timeout");
+    let addr = socket.local_addr().expect("local addr");
+    thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        for k in 0..datagrams {
+            let Ok((n, peer)) = socket.recv_from(&mut buf) else {
+                return;
+            };
+            let reply = &mut buf[..n];
+            match k {
+                _ if k % 3 == 2 => continue,
+                3 => {
+                    let _ = socket.send_to(reply, peer);
+                    let _ = socket.send_to(reply, peer);
+                }
+                4 => {
+                    reply[40] ^= 0xff;
+                    let _ = socket.send_to(reply, peer);
+                }
+                _ => {
+                    let _ = socket.send_to(reply, peer);
+                }
+            }
+        }
+    });
+    format!("udp://{addr}")
+}
+
+const FAULTY_UDP_ARGS: [&str; 6] = ["-c", "9", "-i", "20ms", "-W", "300ms"];
+
+#[test]
+fn faulty_udp_server_is_counted_exactly() {
+    let endpoint = faulty_udp_server(9);
+    let mut args = vec![endpoint.as_str()];
+    args.extend_from_slice(&FAULTY_UDP_ARGS);
+    args.push("--json");
+    let ran = ping(&args);
+    // A corrupt reply is never a success.
+    assert_eq!(ran.code, Some(1), "{ran:?}");
+    let json = ran.json();
+    let counts: Vec<_> = [
+        "sent",
+        "received",
+        "lost",
+        "duplicates",
+        "corrupt",
+        "reordered",
+    ]
+    .iter()
+    .map(|k| json[k].as_u64().unwrap_or_else(|| panic!("{k} in {json}")))
+    .collect();
+    assert_eq!(counts, [9, 5, 3, 1, 1, 0], "{json}");
+}
+
+#[test]
+fn faulty_udp_server_lines_name_each_fault() {
+    let endpoint = faulty_udp_server(9);
+    let mut args = vec![endpoint.as_str()];
+    args.extend_from_slice(&FAULTY_UDP_ARGS);
+    let ran = ping(&args);
+    assert_eq!(ran.code, Some(1), "{ran:?}");
+    for seq in [2, 5, 8] {
+        let line = format!("Request timeout for seq={seq}");
+        assert!(ran.stdout.contains(&line), "{ran:?}");
+    }
+    assert_eq!(ran.count("Request timeout"), 3, "{ran:?}");
+    assert_eq!(ran.count("seq=3 time="), 2, "{ran:?}");
+    assert_eq!(ran.count("(DUP!)"), 1, "{ran:?}");
+    assert!(ran.stdout.contains("seq=4 corrupt at byte 40"), "{ran:?}");
+    assert!(
+        ran.stdout
+            .contains("9 probes transmitted, 5 received, 33.3% loss, 1 duplicates, 1 corrupt"),
+        "{ran:?}"
+    );
+}
+
+/// A TCP echo server for one connection that flips byte 40 of probe
+/// `corrupt` (probes of `size` bytes).
+fn faulty_tcp_server(size: usize, corrupt: usize) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+    let addr = listener.local_addr().expect("local addr");
+    thread::spawn(move || {
+        let Ok((mut conn, _)) = listener.accept() else {
+            return;
+        };
+        conn.set_read_timeout(Some(WAIT)).expect("read timeout");
+        let mut buf = vec![0u8; size];
+        for k in 0.. {
+            if conn.read_exact(&mut buf).is_err() {
+                return;
+            }
+            if k == corrupt {
+                buf[40] ^= 0xff;
+            }
+            if conn.write_all(&buf).is_err() {
+                return;
+            }
+        }
+    });
+    format!("tcp://{addr}")
+}
+
+#[test]
+fn faulty_tcp_server_corruption_is_caught() {
+    let endpoint = faulty_tcp_server(64, 1);
+    let ran = ping(&[&endpoint, "-c", "3", "-i", "20ms"]);
+    assert_eq!(ran.code, Some(1), "{ran:?}");
+    assert!(ran.stdout.contains("seq=1 corrupt at byte 40"), "{ran:?}");
+    assert_eq!(ran.count(" time="), 2, "{ran:?}");
+    assert!(
+        ran.stdout
+            .contains("3 probes transmitted, 2 received, 0% loss, 0 duplicates, 1 corrupt"),
+        "{ran:?}"
+    );
+
+    let endpoint = faulty_tcp_server(64, 1);
+    let json = ping(&[&endpoint, "-c", "3", "-i", "20ms", "--json"]).json();
+    assert_eq!(json["corrupt"], 1, "{json}");
+    assert_eq!(json["received"], 2, "{json}");
+    assert_eq!(json["lost"], 0, "{json}");
+}
+
+#[test]
+fn silent_stream_times_out_and_reconnects() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+    let endpoint = format!("tcp://{}", listener.local_addr().expect("addr"));
+    let (accepted_tx, accepted) = mpsc::channel();
+    thread::spawn(move || {
+        // Accept and never answer; keep each connection open until ping
+        // closes it (a close would read as "closed by the server").
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let Ok((conn, _)) = listener.accept() else {
+                return;
+            };
+            held.push(conn);
+            let _ = accepted_tx.send(());
+        }
+        let mut last = held.pop().expect("a connection");
+        last.set_read_timeout(Some(WAIT)).expect("read timeout");
+        let _ = std::io::copy(&mut last, &mut std::io::sink());
+    });
+    let ran = ping(&[&endpoint, "-c", "2", "-i", "50ms", "-W", "100ms"]);
+    assert_eq!(ran.code, Some(1), "{ran:?}");
+    assert_eq!(ran.count("Request timeout for seq="), 2, "{ran:?}");
+    assert!(ran.stdout.contains("reconnecting to "), "{ran:?}");
+    assert!(
+        ran.stdout
+            .contains("2 probes transmitted, 0 received, 100% loss")
+    );
+    // The second probe went over a new connection.
+    for _ in 0..2 {
+        accepted.recv_timeout(WAIT).expect("a connection per probe");
+    }
+}
+
+#[test]
+fn refused_tcp_is_an_error() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let endpoint = format!("tcp://127.0.0.1:{port}");
+    let ran = ping(&[&endpoint, "-c", "1"]);
+    assert_eq!(ran.code, Some(1), "{ran:?}");
+    assert_eq!(
+        ran.stderr.trim(),
+        format!("error: cannot connect to {endpoint}: connection refused")
+    );
+}
+
+#[test]
+fn udp_to_a_closed_port_is_total_loss() {
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free port")
+        .port();
+    let endpoint = format!("udp://127.0.0.1:{port}");
+    let ran = ping(&[&endpoint, "-c", "2", "-i", "20ms", "-W", "200ms"]);
+    assert_eq!(ran.code, Some(1), "{ran:?}");
+    assert!(
+        ran.stdout
+            .contains("2 probes transmitted, 0 received, 100% loss")
+    );
+    assert!(
+        ran.stdout.contains("destination port unreachable"),
+        "{ran:?}"
+    );
+}
+
+#[test]
+fn runs_until_interrupted() {
+    let (_server, endpoints) = serve(&["udp://127.0.0.1:0"]);
+    let ping = Spawned::start(&["ping", &endpoints[0], "-i", "20ms"]);
+    assert!(ping.next_line().starts_with("PING "));
+    assert!(ping.next_line().contains("seq=0 time="));
+    let status = Command::new("kill")
+        .args(["-INT", &ping.child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let ran = ping.finish();
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    assert!(ran.stdout.contains("ping statistics ---"), "{ran:?}");
+    assert!(ran.stdout.contains("rtt min/avg/max/mdev"), "{ran:?}");
+}
