@@ -133,6 +133,22 @@ pub(super) async fn drive(id: usize, mut stream: Stream, shared: &Shared) -> Out
         }
     })
     .await;
+    if matches!(ending, Ending::Done) {
+        // Leave politely: half-close and take the echoes still in flight,
+        // so the server sees a clean end rather than a reset. Bounded: a
+        // server that never closes costs a second, not a hang.
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            stream.shutdown().await?;
+            while stream.read(&mut buf).await? > 0 {}
+            Ok::<_, io::Error>(())
+        })
+        .await;
+    }
     outcome.end(id, ending);
     outcome
 }
+
+/// How long a finished connection waits for the server to close after our
+/// half-close.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
