@@ -170,6 +170,11 @@ pub struct BenchArgs {
     /// one per available core).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub threads: Option<u64>,
+
+    /// Use tokio's epoll reactor even where io_uring is available (by
+    /// default closed-loop TCP and Unix stream runs use io_uring).
+    #[arg(long)]
+    pub epoll: bool,
 }
 
 /// `sockecho serve`.
@@ -300,6 +305,11 @@ impl BenchArgs {
             threads: self
                 .threads
                 .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            driver: if self.epoll {
+                sockecho::bench::Driver::Epoll
+            } else {
+                sockecho::bench::Driver::Auto
+            },
             progress,
             stop,
         }

@@ -42,8 +42,16 @@ fn bench_every_transport_with_contract_keys() {
     let sock = TempPath::new("bench.sock");
     let unix = format!("unix:{}", sock.path().display());
     let server = serve(&["tcp://127.0.0.1:0", "udp://127.0.0.1:0", &unix], &["-q"]);
-    for endpoint in &server.endpoints {
-        let (report, code, stderr) = bench_json(&[endpoint, "-c", "3", "-s", "64", "-d", "300ms"]);
+    // Each endpoint with the default driver (io_uring for TCP and Unix
+    // streams where the kernel has it) and with tokio's epoll reactor.
+    let runs = server
+        .endpoints
+        .iter()
+        .flat_map(|e| [(e, None), (e, Some("--epoll"))]);
+    for (endpoint, driver) in runs {
+        let mut args = vec![endpoint.as_str(), "-c", "3", "-s", "64", "-d", "300ms"];
+        args.extend(driver);
+        let (report, code, stderr) = bench_json(&args);
         assert_eq!(code, 0, "{endpoint}: {stderr}");
         for key in [
             "endpoint",
@@ -96,8 +104,22 @@ fn bench_every_transport_with_contract_keys() {
 fn large_pipelined_messages_do_not_deadlock() {
     // Each connection writes 3 x 200 kB before the first echo is complete:
     // a client that wrote everything before reading would deadlock against
-    // an echo server whose socket buffers fill up.
+    // an echo server whose socket buffers fill up. Both drivers.
     let server = serve(&["tcp://127.0.0.1:0"], &["-q"]);
+    let (report, code, stderr) = bench_json(&[
+        server.endpoint(),
+        "-c",
+        "2",
+        "-s",
+        "200000",
+        "--pipeline",
+        "3",
+        "-d",
+        "300ms",
+        "--epoll",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(report["messages"].as_u64().unwrap() > 0);
     let (report, code, stderr) = bench_json(&[
         server.endpoint(),
         "-c",
@@ -311,19 +333,14 @@ fn bench_plot_and_text_report() {
     );
     assert_eq!(out.code(), 0, "{}", out.stderr);
     let stdout = out.stdout_text();
-    for word in [
-        "msg/s",
-        "latency",
-        "p50",
-        "p99",
-        "p99.9",
-        "max",
-    ] {
+    for word in ["msg/s", "latency", "p50", "p99", "p99.9", "max"] {
         assert!(stdout.contains(word), "{word} missing in {stdout}");
     }
     let words: Vec<&str> = stdout.split_whitespace().collect();
     assert!(
-        words.windows(4).any(|w| w == ["errors", "0", "mismatches", "0"]),
+        words
+            .windows(4)
+            .any(|w| w == ["errors", "0", "mismatches", "0"]),
         "{stdout}"
     );
     let text = std::fs::read_to_string(svg.path()).unwrap();

@@ -26,8 +26,11 @@ pub mod pattern;
 pub mod plot;
 pub mod report;
 mod stream;
+#[cfg(target_os = "linux")]
+mod uring;
 
 use std::future::Future as _;
+use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Context;
@@ -77,10 +80,22 @@ pub struct BenchConfig {
     pub timeout: Duration,
     /// Threads driving the connections; `None`: one per available core.
     pub threads: Option<usize>,
+    /// Which I/O driver to use.
+    pub driver: Driver,
     /// Show a live progress line on standard error.
     pub progress: bool,
     /// Cancelled to end the run early; what was measured is reported.
     pub stop: CancellationToken,
+}
+
+/// How bench connections do their I/O.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Driver {
+    /// io_uring where the run and the kernel allow it, else epoll.
+    #[default]
+    Auto,
+    /// tokio's epoll reactor always.
+    Epoll,
 }
 
 /// The result of a run: the report, and the first wrong byte if any.
@@ -169,9 +184,26 @@ enum Ending {
     Mismatch(Difference),
 }
 
+thread_local! {
+    /// The latencies measured on this bench thread, all its connections
+    /// together. One histogram per thread, not per connection: a histogram
+    /// spanning 1 us to an hour is a few hundred KiB, and thousands of
+    /// them would cost gigabytes and a cache miss per record.
+    static LATENCIES: std::cell::RefCell<LatencyHistogram> =
+        std::cell::RefCell::new(LatencyHistogram::new());
+}
+
+/// Takes this thread's latencies, leaving an empty histogram.
+fn take_latencies() -> LatencyHistogram {
+    LATENCIES.with_borrow_mut(std::mem::take)
+}
+
+/// What one thread hands back: each connection's outcome, and the
+/// latencies of all of them.
+type ThreadResult = (Vec<(usize, Outcome)>, LatencyHistogram);
+
 /// What one connection measured.
 struct Outcome {
-    histogram: LatencyHistogram,
     errors: u64,
     mismatches: u64,
     first_mismatch: Option<String>,
@@ -188,7 +220,6 @@ struct Outcome {
 impl Outcome {
     fn new() -> Outcome {
         Outcome {
-            histogram: LatencyHistogram::new(),
             errors: 0,
             mismatches: 0,
             first_mismatch: None,
@@ -204,7 +235,7 @@ impl Outcome {
     /// measured window.
     fn complete(&mut self, shared: &Shared, sent: Instant, now: Instant) {
         if now >= shared.measure_start && now < shared.end {
-            self.histogram.record_duration(now.duration_since(sent));
+            LATENCIES.with_borrow_mut(|h| h.record_duration(now.duration_since(sent)));
         }
         self.unreported += 1;
         if self.unreported == PROGRESS_BATCH {
@@ -264,6 +295,12 @@ pub async fn run(config: &BenchConfig) -> Result<BenchOutcome, Error> {
     // its share of the connections, as a hand-written epoll client would:
     // no work stealing, no cross-thread wakeups on the hot path. A socket
     // belongs to the runtime that made it, so each thread connects its own.
+    let use_uring = uring_suits(config);
+    tracing::debug!(
+        driver = if use_uring { "io_uring" } else { "epoll" },
+        threads,
+        "bench driver"
+    );
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(threads);
     let mut workers = Vec::with_capacity(threads);
     for t in 0..threads {
@@ -274,7 +311,7 @@ pub async fn run(config: &BenchConfig) -> Result<BenchOutcome, Error> {
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name(format!("bench-{t}"))
-            .spawn(move || worker(ids, endpoint, kind, ready_tx, go_rx, done_tx))
+            .spawn(move || worker(ids, endpoint, kind, use_uring, ready_tx, go_rx, done_tx))
             .map_err(|e| Error::io("starting a bench thread", e))?;
         workers.push((go_tx, done_rx));
     }
@@ -338,19 +375,21 @@ pub async fn run(config: &BenchConfig) -> Result<BenchOutcome, Error> {
         .progress
         .then(|| spawn_progress(shared.clone(), finished.clone()));
 
-    let mut histogram = LatencyHistogram::new();
     let mut counts = BenchCounts {
         errors: connect_errors,
         lost: (kind == Kind::Datagram).then_some(0),
         ..BenchCounts::default()
     };
     let mut first_mismatch: Option<(usize, String)> = None;
+    let mut histogram = LatencyHistogram::new();
     let mut outcomes = Vec::with_capacity(config.connections);
     for done in results {
-        outcomes.extend(done.await.unwrap_or_default());
+        if let Ok((thread_outcomes, latencies)) = done.await {
+            outcomes.extend(thread_outcomes);
+            histogram.add(&latencies);
+        }
     }
     for (id, outcome) in outcomes {
-        histogram.add(&outcome.histogram);
         counts.errors += outcome.errors;
         counts.mismatches += outcome.mismatches;
         if let Some(lost) = counts.lost.as_mut() {
@@ -432,6 +471,55 @@ enum Conn {
     Datagram(Datagram),
 }
 
+/// The io_uring flavour of [`worker`]: blocking connects on this thread,
+/// then one ring for all of its connections.
+#[cfg(target_os = "linux")]
+fn uring_worker(
+    ids: Vec<usize>,
+    endpoint: Endpoint,
+    ready_tx: tokio::sync::mpsc::Sender<Ready>,
+    go_rx: std::sync::mpsc::Receiver<Arc<Shared>>,
+    done_tx: tokio::sync::oneshot::Sender<ThreadResult>,
+) {
+    let mut conns = Vec::with_capacity(ids.len());
+    let mut ready = Ready {
+        connected: 0,
+        errors: 0,
+        first_error: None,
+    };
+    for id in ids {
+        match uring::RawStream::connect(&endpoint, Duration::from_secs(10)) {
+            Ok(stream) => conns.push((id, stream)),
+            Err(e) => {
+                ready.errors += 1;
+                ready.first_error.get_or_insert(e);
+            }
+        }
+    }
+    ready.connected = conns.len();
+    let nothing = conns.is_empty();
+    if ready_tx.blocking_send(ready).is_err() || nothing {
+        return;
+    }
+    drop(ready_tx);
+    let Ok(shared) = go_rx.recv() else { return };
+    let ids: Vec<usize> = conns.iter().map(|(id, _)| *id).collect();
+    let outcomes = match uring::drive_all(conns, &shared) {
+        Ok(outcomes) => outcomes,
+        Err(e) => {
+            tracing::warn!(cause = %e, "io_uring driver failed");
+            ids.into_iter()
+                .map(|id| {
+                    let mut outcome = Outcome::new();
+                    outcome.end(id, Ending::Io(io::Error::new(e.kind(), e.to_string())));
+                    (id, outcome)
+                })
+                .collect()
+        }
+    };
+    let _ = done_tx.send((outcomes, take_latencies()));
+}
+
 /// What a worker thread reports once its connections are made.
 struct Ready {
     connected: usize,
@@ -445,10 +533,16 @@ fn worker(
     ids: Vec<usize>,
     endpoint: Endpoint,
     kind: Kind,
+    use_uring: bool,
     ready_tx: tokio::sync::mpsc::Sender<Ready>,
     go_rx: std::sync::mpsc::Receiver<Arc<Shared>>,
-    done_tx: tokio::sync::oneshot::Sender<Vec<(usize, Outcome)>>,
+    done_tx: tokio::sync::oneshot::Sender<ThreadResult>,
 ) {
+    #[cfg(target_os = "linux")]
+    if use_uring {
+        return uring_worker(ids, endpoint, ready_tx, go_rx, done_tx);
+    }
+    let _ = use_uring;
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -523,7 +617,24 @@ fn worker(
         }
         outcomes
     });
-    let _ = done_tx.send(outcomes);
+    let _ = done_tx.send((outcomes, take_latencies()));
+}
+
+/// The io_uring driver serves closed-loop TCP and Unix stream runs where
+/// the kernel offers it; everything else goes through tokio.
+fn uring_suits(config: &BenchConfig) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        config.rate.is_none()
+            && config.driver != Driver::Epoll
+            && matches!(config.endpoint, Endpoint::Tcp(_) | Endpoint::Unix(_))
+            && uring::available()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = config;
+        false
+    }
 }
 
 fn validate(config: &BenchConfig) -> Result<(), Error> {
