@@ -51,7 +51,7 @@ pub enum Error {
         source: io::Error,
     },
     /// A datagram got no reply in time.
-    #[error("no reply from {endpoint} within {}", crate::duration::format(*timeout))]
+    #[error("no reply from {endpoint}: nothing came back within {}", crate::duration::format(*timeout))]
     NoReply {
         /// The endpoint that did not answer.
         endpoint: String,

@@ -12,8 +12,10 @@ use cli::{Cli, Command, ReportCommand};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    // Usage errors (bad endpoint, unknown flag) exit 2 from here.
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return usage_error(&err),
+    };
     init_logging(cli.verbose);
 
     let runtime = match tokio::runtime::Runtime::new() {
@@ -86,6 +88,34 @@ fn print_report(
         sockecho::bench::write_plot(report, path)?;
     }
     Ok(())
+}
+
+/// Help and version go to standard output (exit 0); a usage error (bad
+/// endpoint, unknown flag) is one `error: WHAT: WHY` line and exit 2,
+/// without clap's usage block, so scripts see one line as for every other
+/// error.
+fn usage_error(err: &clap::Error) -> ExitCode {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    match err.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = err.print();
+            return ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2));
+        }
+        _ => {}
+    }
+    let rendered = err.to_string();
+    let first = rendered.lines().next().unwrap_or("error: invalid usage");
+    match (err.kind(), err.get(ContextKind::InvalidArg)) {
+        (ErrorKind::UnknownArgument, Some(ContextValue::String(arg))) => {
+            eprintln!("error: unexpected argument '{arg}': no such option (see --help)");
+        }
+        // Keep clap's words, in the `error: WHAT: WHY` shape.
+        _ if first["error: ".len().min(first.len())..].contains(": ") => eprintln!("{first}"),
+        _ => eprintln!("{first}: see --help"),
+    }
+    ExitCode::from(2)
 }
 
 /// Prints one `error: WHAT: WHY` line and picks the exit code: 2 for usage

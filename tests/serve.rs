@@ -1,0 +1,376 @@
+//! `sockecho serve` through real sockets: every endpoint form echoes
+//! byte-exactly, several endpoints from one process, concurrency, the
+//! lesson replay, the event lines, signals and limits.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+// --- every transport echoes ------------------------------------------------
+
+#[test]
+fn tcp_ipv4_echoes_1mib_with_half_close() {
+    let server = serve(&["tcp://127.0.0.1:0"], &[]);
+    assert!(server.endpoint().starts_with("tcp://127.0.0.1:"));
+    assert_ne!(server.port(), 0, "listen ok shows the real port");
+    assert_stream_echoes(server.endpoint(), 1);
+}
+
+#[test]
+fn tcp_ipv6_echoes_1mib_with_half_close() {
+    if !has_ipv6() {
+        return;
+    }
+    let server = serve(&["tcp://[::1]:0"], &[]);
+    assert!(server.endpoint().starts_with("tcp://[::1]:"));
+    assert_stream_echoes(server.endpoint(), 2);
+}
+
+#[test]
+fn host_name_endpoint_echoes() {
+    let server = serve(&["localhost:0"], &[]);
+    // The printed endpoint is the address really bound, not the name.
+    let addr = ip_addr_of(server.endpoint());
+    assert!(addr.ip().is_loopback(), "{}", server.endpoint());
+    assert_ne!(addr.port(), 0);
+    assert_stream_echoes(server.endpoint(), 3);
+}
+
+#[test]
+fn unix_path_echoes_1mib_with_half_close() {
+    let path = TempPath::new("stream.sock");
+    let server = serve(&[&format!("unix:{}", path.text())], &[]);
+    assert_eq!(server.endpoint(), format!("unix:{}", path.text()));
+    assert_stream_echoes(server.endpoint(), 4);
+}
+
+#[test]
+fn unix_abstract_echoes_1mib_with_half_close() {
+    let endpoint = format!("unix:@{}", unique("abstract"));
+    let server = serve(&[&endpoint], &[]);
+    assert_eq!(server.endpoint(), endpoint);
+    assert_stream_echoes(server.endpoint(), 5);
+}
+
+#[test]
+fn udp_ipv4_datagrams_echo_exactly() {
+    let server = serve(&["udp://127.0.0.1:0"], &[]);
+    assert!(server.endpoint().starts_with("udp://127.0.0.1:"));
+    assert_datagrams_echo(server.endpoint());
+}
+
+#[test]
+fn udp_ipv6_datagrams_echo_exactly() {
+    if !has_ipv6() {
+        return;
+    }
+    let server = serve(&["udp://[::1]:0"], &[]);
+    assert!(server.endpoint().starts_with("udp://[::1]:"));
+    assert_datagrams_echo(server.endpoint());
+}
+
+#[test]
+fn unix_dgram_path_datagrams_echo_exactly() {
+    let path = TempPath::new("server.dgram");
+    let server = serve(&[&format!("unix-dgram:{}", path.text())], &[]);
+    assert_eq!(server.endpoint(), format!("unix-dgram:{}", path.text()));
+    assert_datagrams_echo(server.endpoint());
+}
+
+#[test]
+fn unix_dgram_abstract_datagrams_echo_exactly() {
+    let endpoint = format!("unix-dgram:@{}", unique("dgram"));
+    let server = serve(&[&endpoint], &[]);
+    assert_eq!(server.endpoint(), endpoint);
+    assert_datagrams_echo(server.endpoint());
+}
+
+#[test]
+fn several_endpoints_from_one_process_in_order() {
+    let path = TempPath::new("multi.sock");
+    let unix = format!("unix:{}", path.text());
+    let server = serve(&["tcp://127.0.0.1:0", "udp://127.0.0.1:0", &unix], &[]);
+    let [tcp, udp, got_unix] = &server.endpoints[..] else {
+        unreachable!()
+    };
+    assert!(tcp.starts_with("tcp://127.0.0.1:"), "{tcp}");
+    assert!(udp.starts_with("udp://127.0.0.1:"), "{udp}");
+    assert_eq!(got_unix, &unix);
+    assert_stream_echoes(tcp, 6);
+    assert_datagrams_echo(udp);
+    assert_stream_echoes(got_unix, 7);
+}
+
+// --- concurrency -----------------------------------------------------------
+
+#[test]
+fn fifty_clients_are_served_at_once() {
+    const CLIENTS: usize = 50;
+    let server = serve(&["tcp://127.0.0.1:0"], &["-q"]);
+    let mut conns: Vec<Conn> = (0..CLIENTS).map(|_| connect(server.endpoint())).collect();
+    // All fifty are open; the last one connected is answered first, which
+    // a server handling one connection at a time could not do.
+    for (i, conn) in conns.iter_mut().enumerate().rev() {
+        let hello = format!("hello from {i}");
+        assert_eq!(conn.echo(hello.as_bytes()), hello.as_bytes());
+    }
+    std::thread::scope(|scope| {
+        for (i, conn) in conns.into_iter().enumerate() {
+            scope.spawn(move || {
+                let data = random_bytes(64 * 1024, 100 + i as u64);
+                let back = echo_stream(conn, &data);
+                assert_bytes_eq(&back, &data, &format!("client {i}"));
+            });
+        }
+    });
+}
+
+#[test]
+fn silent_or_stalled_clients_do_not_delay_others() {
+    let server = serve(&["tcp://127.0.0.1:0"], &[]);
+    let _silent = connect(server.endpoint());
+    assert!(server.line().starts_with("connection from "));
+
+    // A client that sends without ever reading fills the buffers and
+    // stalls only itself.
+    let stalled = connect(server.endpoint());
+    assert!(server.line().starts_with("connection from "));
+    stalled.set_nonblocking(true);
+    let mut writer = stalled.try_clone();
+    let chunk = vec![7u8; 64 * 1024];
+    let mut sent = 0;
+    for _ in 0..4096 {
+        match writer.write(&chunk) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) => panic!("stalled client write: {e}"),
+        }
+    }
+    assert!(sent > 0);
+
+    let started = Instant::now();
+    let mut other = connect(server.endpoint());
+    other.set_timeouts(Duration::from_secs(5));
+    assert_eq!(other.echo(b"still served"), b"still served");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+// --- the lesson and the event lines ---------------------------------------
+
+#[test]
+fn lesson_replay_with_connect() {
+    let mut server = serve(
+        &["tcp://127.0.0.1:0"],
+        &["--once", "--greeting", "Connection success"],
+    );
+    let endpoint = server.endpoint().to_owned();
+    assert!(endpoint.starts_with("tcp://127.0.0.1:"), "{endpoint}");
+
+    let client = sockecho(&["connect", &endpoint], b"");
+    assert_eq!(client.code(), 0, "connect failed: {}", client.stderr);
+    assert_eq!(client.stdout_text(), "Connection success");
+
+    let exited = server.wait_exit();
+    assert!(exited.status.success(), "serve --once: {}", exited.stderr);
+    let [connection, closed] = &exited.rest[..] else {
+        panic!(
+            "expected connection and closed lines, got {:?}",
+            exited.rest
+        )
+    };
+    let peer = connection
+        .strip_prefix("connection from ")
+        .and_then(|rest| rest.strip_suffix(&format!(" on {endpoint}")))
+        .unwrap_or_else(|| panic!("bad connection line {connection:?}"));
+    let peer_addr = ip_addr_of(&format!("tcp://{peer}"));
+    assert_eq!(peer_addr.ip().to_string(), "127.0.0.1");
+    assert_eq!(closed, &format!("closed {peer} in=0 out=18"));
+}
+
+#[test]
+fn once_on_udp_exits_after_one_datagram() {
+    let mut server = serve(&["udp://127.0.0.1:0"], &["--once"]);
+    let client = connect_dgram(server.endpoint());
+    assert_eq!(client.exchange(b"only one"), b"only one");
+    let exited = server.wait_exit();
+    assert!(exited.status.success(), "serve --once: {}", exited.stderr);
+}
+
+#[test]
+fn closed_line_counts_bytes_and_greeting() {
+    let server = serve(&["tcp://127.0.0.1:0"], &["--greeting", "hello "]);
+    let conn = connect(server.endpoint());
+    let me = conn.local_addr();
+    let data = random_bytes(1000, 8);
+    let back = echo_stream(conn, &data);
+    assert_eq!(&back[..6], b"hello ");
+    assert_bytes_eq(&back[6..], &data, "echo after the greeting");
+    assert_eq!(
+        server.line(),
+        format!("connection from {me} on {}", server.endpoint())
+    );
+    assert_eq!(server.line(), format!("closed {me} in=1000 out=1006"));
+}
+
+#[test]
+fn quiet_keeps_listen_ok_and_drops_connection_lines() {
+    let mut server = serve(&["tcp://127.0.0.1:0"], &["-q"]);
+    let back = echo_stream(connect(server.endpoint()), b"quiet please");
+    assert_eq!(back, b"quiet please");
+    server.signal("TERM");
+    let exited = server.wait_exit();
+    assert!(exited.status.success(), "{}", exited.stderr);
+    assert!(exited.rest.is_empty(), "-q printed {:?}", exited.rest);
+}
+
+#[test]
+fn json_events_carry_the_contract_keys() {
+    let server = Proc::sockecho(&["serve", "tcp://127.0.0.1:0", "--json", "--greeting", "hi"]);
+    let json = |line: String| -> serde_json::Value {
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?} is not JSON: {e}"))
+    };
+    let listen = json(server.line());
+    assert_eq!(listen["event"], "listen");
+    let endpoint = listen["endpoint"].as_str().expect("endpoint").to_owned();
+    assert!(endpoint.starts_with("tcp://127.0.0.1:"), "{endpoint}");
+
+    let conn = connect(&endpoint);
+    let me = conn.local_addr();
+    assert_eq!(echo_stream(conn, b"abc"), b"hiabc");
+
+    let connection = json(server.line());
+    assert_eq!(connection["event"], "connection");
+    assert_eq!(connection["endpoint"], endpoint.as_str());
+    assert_eq!(connection["peer"], me.as_str());
+    let closed = json(server.line());
+    assert_eq!(closed["event"], "closed");
+    assert_eq!(closed["endpoint"], endpoint.as_str());
+    assert_eq!(closed["peer"], me.as_str());
+    assert_eq!(closed["bytes_in"], 3);
+    assert_eq!(closed["bytes_out"], 5);
+}
+
+// --- signals and limits ----------------------------------------------------
+
+fn idle_server_exits_zero_on(signal: &str) {
+    let mut server = serve(&["tcp://127.0.0.1:0", "udp://127.0.0.1:0"], &[]);
+    server.signal(signal);
+    let exited = server.wait_exit();
+    assert!(
+        exited.status.success(),
+        "SIG{signal}: {:?} {}",
+        exited.status,
+        exited.stderr
+    );
+}
+
+#[test]
+fn sigterm_exits_zero() {
+    idle_server_exits_zero_on("TERM");
+}
+
+#[test]
+fn sigint_exits_zero() {
+    idle_server_exits_zero_on("INT");
+}
+
+#[test]
+fn drain_timeout_closes_open_connections_after_a_signal() {
+    let mut server = serve(&["tcp://127.0.0.1:0"], &["--drain-timeout", "200ms"]);
+    let endpoint = server.endpoint().to_owned();
+    let mut open = connect(&endpoint);
+    assert_eq!(open.echo(b"before"), b"before");
+
+    let signalled = Instant::now();
+    server.signal("TERM");
+    wait_until_refused(&endpoint);
+    // The default drain is 5 s: closing well before proves the flag counts.
+    assert_eq!(open.read_to_close(), b"", "no bytes after the drain");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(3),
+        "connection closed after {:?}, drain timeout was 200ms",
+        signalled.elapsed()
+    );
+    let exited = server.wait_exit();
+    assert!(exited.status.success(), "{}", exited.stderr);
+    assert!(
+        exited.rest.iter().any(|l| l.starts_with("closed ")),
+        "the drained connection's closed line: {:?}",
+        exited.rest
+    );
+}
+
+#[test]
+fn connection_finishing_within_the_drain_keeps_its_echo() {
+    let mut server = serve(&["tcp://127.0.0.1:0"], &["--drain-timeout", "30s"]);
+    let endpoint = server.endpoint().to_owned();
+    let mut open = connect(&endpoint);
+    assert_eq!(open.echo(b"before"), b"before");
+
+    server.signal("TERM");
+    wait_until_refused(&endpoint);
+    assert_eq!(open.echo(b"during the drain"), b"during the drain");
+    open.shutdown_write();
+    assert_eq!(open.read_to_close(), b"");
+    // Exits as soon as the last connection ends, not after 30 s.
+    let exited = server.wait_exit();
+    assert!(exited.status.success(), "{}", exited.stderr);
+}
+
+#[test]
+fn max_conns_closes_the_extra_connection_at_once() {
+    let server = serve(&["tcp://127.0.0.1:0"], &["--max-conns", "2"]);
+    let endpoint = server.endpoint().to_owned();
+    let mut first = connect(&endpoint);
+    let mut second = connect(&endpoint);
+    assert_eq!(first.echo(b"1"), b"1");
+    assert_eq!(second.echo(b"2"), b"2");
+
+    let mut third = connect(&endpoint);
+    third.set_timeouts(Duration::from_secs(5));
+    // The refused connection reads the end of the stream (or a reset when
+    // our byte arrived after the close), never an echo and never a hang.
+    let _ = third.write_all(b"3");
+    assert_eq!(third.read_to_close(), b"", "the third connection echoed");
+
+    assert_eq!(first.echo(b"still 1"), b"still 1");
+    assert_eq!(second.echo(b"still 2"), b"still 2");
+
+    // A freed slot serves the next client. The slot is released just
+    // after the `closed` line is written, so a client racing it may be
+    // refused once more: a few tries, not a sleep.
+    first.shutdown_write();
+    assert_eq!(first.read_to_close(), b"");
+    let closed = (0..10)
+        .map(|_| server.line())
+        .find(|line| line.starts_with("closed "));
+    assert!(closed.is_some(), "no closed line for the first connection");
+    let served = (0..20).any(|_| {
+        let mut fourth = connect(&endpoint);
+        let mut back = [0u8; 1];
+        fourth.write_all(b"4").is_ok() && fourth.read_exact(&mut back).is_ok() && back == *b"4"
+    });
+    assert!(served, "a freed slot does not serve a new client");
+}
+
+#[test]
+fn idle_timeout_closes_a_silent_connection() {
+    let server = serve(&["tcp://127.0.0.1:0"], &["--idle-timeout", "300ms"]);
+    let mut silent = connect(server.endpoint());
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = match silent.read(&mut buf) {
+        Ok(n) => n,
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => 0,
+        Err(e) => panic!("a silent connection was not closed: {e}"),
+    };
+    assert_eq!(n, 0, "expected the end of the stream");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(200) && waited < Duration::from_secs(5),
+        "closed after {waited:?}, idle timeout was 300ms"
+    );
+}
