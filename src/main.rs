@@ -105,8 +105,15 @@ fn usage_error(err: &clap::Error) -> ExitCode {
         }
         _ => {}
     }
+    // clap's first paragraph (some messages list their arguments on the
+    // lines after a colon), on one line.
     let rendered = err.to_string();
-    let first = rendered.lines().next().unwrap_or("error: invalid usage");
+    let first: Vec<&str> = rendered
+        .lines()
+        .take_while(|line| !line.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let first = first.join(" ");
     match (err.kind(), err.get(ContextKind::InvalidArg)) {
         (ErrorKind::UnknownArgument, Some(ContextValue::String(arg))) => {
             eprintln!("error: unexpected argument '{arg}': no such option (see --help)");
