@@ -399,3 +399,89 @@ fn writes_flush_under_pressure() {
     assert_eq!(report["mismatches"], 0);
     assert!(report["messages"].as_u64().unwrap() > 0);
 }
+
+#[test]
+fn duplicated_datagrams_are_counted_not_taken_for_echoes() {
+    // A UDP echo that answers the datagram with sequence number 5 twice.
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = socket.local_addr().unwrap().port();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        for _ in 0..1_000_000 {
+            let Ok((n, peer)) = socket.recv_from(&mut buf) else {
+                break;
+            };
+            let _ = socket.send_to(&buf[..n], peer);
+            if u64::from_le_bytes(buf[..8].try_into().unwrap()) == 5 {
+                let _ = socket.send_to(&buf[..n], peer);
+            }
+        }
+    });
+    let (report, code, stderr) =
+        bench_json(&[&format!("udp://127.0.0.1:{port}"), "-c", "1", "-d", "300ms"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(report["duplicates"], 1, "{report}");
+    assert_eq!(report["lost"], 0, "{report}");
+    assert_eq!(report["mismatches"], 0);
+}
+
+#[test]
+fn a_server_that_never_echoes_fails_the_run() {
+    // Accepts and reads, never writes back.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 4096];
+        while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
+    });
+    let out = sockecho(
+        &[
+            "bench",
+            &format!("127.0.0.1:{port}"),
+            "-c",
+            "1",
+            "-d",
+            "300ms",
+        ],
+        b"",
+    );
+    assert_eq!(out.code(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("error: no echo came back"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn refused_connections_fail_the_run() {
+    // Our own server with room for two connections: the other two bench
+    // connections are accepted and closed at once.
+    let server = serve(&["tcp://127.0.0.1:0"], &["-q", "--max-conns", "2"]);
+    let out = sockecho(
+        &[
+            "bench",
+            server.endpoint(),
+            "-c",
+            "4",
+            "-d",
+            "300ms",
+            "--json",
+        ],
+        b"",
+    );
+    assert_eq!(out.code(), 1, "{}", out.stderr);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["errors"], 2, "{report}");
+    assert!(report["messages"].as_u64().unwrap() > 0);
+    assert!(
+        out.stderr.contains("error: 2 connection errors"),
+        "{}",
+        out.stderr
+    );
+}

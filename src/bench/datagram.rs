@@ -19,6 +19,10 @@ use crate::transport::Datagram;
 /// Bytes of each datagram that carry its sequence number.
 pub const HEADER: usize = 8;
 
+/// How many recent sequence numbers a flow remembers as answered. A
+/// duplicate arriving more than this many datagrams late counts as late.
+const HISTORY: u64 = 1024;
+
 #[derive(Clone, Copy)]
 struct Slot {
     seq: u64,
@@ -50,6 +54,9 @@ pub(super) async fn drive(id: usize, socket: Datagram, shared: &Shared) -> Outco
     // Messages due to be sent, with the time each was due.
     let mut due: VecDeque<Instant> = VecDeque::with_capacity(capacity);
     let mut next_seq: u64 = 0;
+    // `seq + 1` of the datagrams answered lately, at `seq % HISTORY`: tells
+    // a duplicate reply from a late one without remembering every datagram.
+    let mut answered = vec![0u64; HISTORY as usize];
     let mut in_flight = 0usize;
     let mut out = vec![0u8; size];
     let mut buf = vec![0u8; socket.max_datagram().max(size + 1)];
@@ -151,10 +158,22 @@ pub(super) async fn drive(id: usize, socket: Datagram, shared: &Shared) -> Outco
                     };
                     let seq = u64::from_le_bytes(*header);
                     let Some(slot) = slots.iter_mut().find(|s| s.active && s.seq == seq) else {
-                        // A duplicate, or a reply after its loss timeout.
-                        outcome.stale += 1;
+                        if seq >= next_seq {
+                            outcome.note_short(
+                                id,
+                                got.len(),
+                                "a datagram with a sequence number never sent",
+                            );
+                        } else if answered[(seq % HISTORY) as usize] == seq + 1 {
+                            outcome.duplicates += 1;
+                        } else {
+                            // Answered after its loss timeout: already
+                            // counted lost.
+                            outcome.stale += 1;
+                        }
                         continue;
                     };
+                    answered[(seq % HISTORY) as usize] = seq + 1;
                     slot.active = false;
                     in_flight -= 1;
                     let now = Instant::now();

@@ -106,6 +106,8 @@ pub struct BenchOutcome {
     /// Where the first echoed byte differed from what was sent, in words
     /// (`connection 3, byte offset 1234: sent 0x41, got 0x42`).
     pub first_mismatch: Option<String>,
+    /// The first connection error, in words, when `errors` is not zero.
+    pub first_error: Option<String>,
 }
 
 /// What every connection task reads.
@@ -208,8 +210,12 @@ struct Outcome {
     mismatches: u64,
     first_mismatch: Option<String>,
     lost: u64,
-    /// Replies to nothing in flight (duplicates, or after the loss timeout).
+    /// Replies after their loss timeout (already counted lost).
     stale: u64,
+    /// Datagrams answered more than once.
+    duplicates: u64,
+    /// The first I/O error, in words.
+    first_error: Option<String>,
     /// Open-loop messages dropped from the schedule (see `MAX_QUEUED`).
     overflowed: u64,
     /// Bytes arrived that were never sent.
@@ -225,6 +231,8 @@ impl Outcome {
             first_mismatch: None,
             lost: 0,
             stale: 0,
+            duplicates: 0,
+            first_error: None,
             overflowed: 0,
             unsolicited: false,
             unreported: 0,
@@ -266,6 +274,9 @@ impl Outcome {
             Ending::Io(e) => {
                 tracing::debug!(connection = id, cause = %e, "connection failed");
                 self.errors += 1;
+                self.first_error.get_or_insert_with(|| {
+                    format!("connection {id}: {}", crate::error::reason(&e))
+                });
             }
             Ending::Mismatch(diff) => {
                 let what = if self.unsolicited {
@@ -366,8 +377,9 @@ pub async fn run(config: &BenchConfig) -> Result<BenchOutcome, Error> {
                 _ = stop.cancelled() => {
                     shared.halted.store(true, Ordering::SeqCst);
                     shared.halt.cancel();
+                    Some(Instant::now())
                 }
-                _ = finished.cancelled() => {}
+                _ = finished.cancelled() => None,
             }
         })
     };
@@ -378,8 +390,10 @@ pub async fn run(config: &BenchConfig) -> Result<BenchOutcome, Error> {
     let mut counts = BenchCounts {
         errors: connect_errors,
         lost: (kind == Kind::Datagram).then_some(0),
+        duplicates: (kind == Kind::Datagram).then_some(0),
         ..BenchCounts::default()
     };
+    let mut first_error = first_error.map(|e| e.to_string());
     let mut first_mismatch: Option<(usize, String)> = None;
     let mut histogram = LatencyHistogram::new();
     let mut outcomes = Vec::with_capacity(config.connections);
@@ -395,6 +409,12 @@ pub async fn run(config: &BenchConfig) -> Result<BenchOutcome, Error> {
         if let Some(lost) = counts.lost.as_mut() {
             *lost += outcome.lost;
         }
+        if let Some(dups) = counts.duplicates.as_mut() {
+            *dups += outcome.duplicates;
+        }
+        if first_error.is_none() {
+            first_error = outcome.first_error;
+        }
         if outcome.overflowed > 0 {
             tracing::warn!(
                 messages = outcome.overflowed,
@@ -409,11 +429,16 @@ pub async fn run(config: &BenchConfig) -> Result<BenchOutcome, Error> {
         }
     }
     finished.cancel();
-    let _ = watcher.await;
+    let halted_at = watcher.await.ok().flatten();
     if let Some(bar) = progress {
         let _ = bar.await;
     }
-    let ended = Instant::now().min(shared.end);
+    // Measuring stopped at the end, or when the user stopped the run (not
+    // when the polite close after it finished).
+    let ended = halted_at
+        .unwrap_or(shared.end)
+        .min(shared.end)
+        .min(Instant::now());
     counts.duration = ended.saturating_duration_since(measure_start);
     let params = BenchParams {
         endpoint: config.endpoint.to_string(),
@@ -427,6 +452,7 @@ pub async fn run(config: &BenchConfig) -> Result<BenchOutcome, Error> {
     Ok(BenchOutcome {
         report,
         first_mismatch: first_mismatch.map(|(_, text)| text),
+        first_error,
     })
 }
 

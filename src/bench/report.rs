@@ -74,6 +74,8 @@ pub struct BenchCounts {
     /// Datagrams that never came back; `None` over streams, which do not
     /// lose messages without an error.
     pub lost: Option<u64>,
+    /// Datagrams answered more than once; `None` over streams.
+    pub duplicates: Option<u64>,
 }
 
 /// The `latency_us` object: percentiles in microseconds plus the histogram
@@ -134,6 +136,9 @@ pub struct BenchReport {
     /// Datagrams lost (extra key); absent over streams.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lost: Option<u64>,
+    /// Datagrams answered more than once (extra key); absent over streams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicates: Option<u64>,
 }
 
 impl LatencySummary {
@@ -181,6 +186,7 @@ impl BenchReport {
             pipeline: Some(params.pipeline),
             rate: params.rate,
             lost: counts.lost,
+            duplicates: counts.duplicates,
         })
     }
 
@@ -245,6 +251,7 @@ impl BenchReport {
             pipeline: first.pipeline,
             rate: Some(0.0),
             lost: None,
+            duplicates: None,
         };
         for report in reports {
             if report.message_size != first.message_size {
@@ -271,6 +278,9 @@ impl BenchReport {
             merged.rate = merged.rate.zip(report.rate).map(|(a, b)| a + b);
             if let Some(lost) = report.lost {
                 merged.lost = Some(merged.lost.unwrap_or(0).saturating_add(lost));
+            }
+            if let Some(dups) = report.duplicates {
+                merged.duplicates = Some(merged.duplicates.unwrap_or(0).saturating_add(dups));
             }
         }
         merged.endpoint = endpoints.join(",");
@@ -327,6 +337,9 @@ impl BenchReport {
         );
         if let Some(lost) = self.lost {
             let _ = write!(out, "  lost {lost}");
+        }
+        if let Some(dups) = self.duplicates {
+            let _ = write!(out, "  duplicates {dups}");
         }
         out.push('\n');
         out

@@ -19,6 +19,7 @@ fn counts(secs: u64) -> BenchCounts {
         errors: 1,
         mismatches: 0,
         lost: None,
+        duplicates: None,
     }
 }
 
@@ -83,6 +84,7 @@ fn json_round_trip() {
     p.rate = Some(1000.0);
     let c = BenchCounts {
         lost: Some(3),
+        duplicates: Some(2),
         ..counts(1)
     };
     let r = BenchReport::new(&p, &c, &latencies(5, 300)).expect("builds");
