@@ -11,6 +11,7 @@ use sockecho::endpoint::{DEFAULT, Endpoint};
 use sockecho::events::{EventFormat, Events};
 use sockecho::ping::PingConfig;
 use sockecho::server::{DEFAULT_BACKLOG, DEFAULT_MAX_CONNS, ServeConfig};
+use sockecho::trace::Tracer;
 
 /// Echo server and client for TCP, UDP and Unix sockets over IPv4 and IPv6.
 ///
@@ -221,9 +222,36 @@ pub struct ServeArgs {
     #[arg(short, long)]
     pub quiet: bool,
 
-    /// Print events as JSON lines.
+    /// Print events as JSON lines (with --trace, trace lines too).
     #[arg(long)]
     pub json: bool,
+
+    /// Trace the socket's life on standard error: each socket call
+    /// (socket, bind, listen, accept, shutdown, close) and the TCP state,
+    /// RTT, retransmits and accept queue the kernel reports after it.
+    #[arg(long)]
+    pub trace: bool,
+
+    /// With --trace: how often to sample each connection and each
+    /// listener's accept queue.
+    #[arg(long, value_name = "DURATION", value_parser = parse_interval,
+          default_value = "1s", requires = "trace")]
+    pub trace_interval: Duration,
+
+    /// With --trace, for teaching: wait DURATION before each accept, so
+    /// pending connections pile up in the backlog (see --backlog).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "trace")]
+    pub trace_pause_accept: Option<Duration>,
+
+    /// Threads serving TCP (io_uring engine; default: one per available
+    /// core).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub threads: Option<u64>,
+
+    /// Serve TCP with tokio's epoll reactor (a task per connection) even
+    /// where io_uring is available.
+    #[arg(long)]
+    pub epoll: bool,
 }
 
 /// `sockecho connect`.
@@ -242,10 +270,43 @@ pub struct ConnectArgs {
     /// for each reply (default 1s).
     #[arg(short = 'w', long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+
+    /// Trace the stream socket's life on standard error: socket, connect
+    /// (with its duration), shutdown, close, and the TCP state, RTT and
+    /// retransmits the kernel reports after each.
+    #[arg(long)]
+    pub trace: bool,
+
+    /// With --trace: how often to sample the connection.
+    #[arg(long, value_name = "DURATION", value_parser = parse_interval,
+          default_value = "1s", requires = "trace")]
+    pub trace_interval: Duration,
+
+    /// With --trace: trace lines as JSON objects, one per line.
+    #[arg(long, requires = "trace")]
+    pub json: bool,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, sockecho::duration::ParseDurationError> {
     sockecho::duration::parse(text)
+}
+
+/// A duration a timer can tick at: more than zero.
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    match sockecho::duration::parse(text) {
+        Ok(d) if d.is_zero() => Err(format!("invalid interval '{text}': must be more than 0")),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The `--trace` tracer, on standard error, or none.
+fn tracer(on: bool, format: EventFormat, interval: Duration) -> Tracer {
+    if on {
+        Tracer::stderr(format, interval)
+    } else {
+        Tracer::disabled()
+    }
 }
 
 impl ServeArgs {
@@ -265,6 +326,16 @@ impl ServeArgs {
             drain_timeout: self.drain_timeout,
             allow_low_ports: self.allow_low_ports,
             events: Events::stdout(format, self.quiet),
+            trace: tracer(self.trace, format, self.trace_interval),
+            pause_accept: self.trace_pause_accept,
+            threads: self
+                .threads
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            engine: if self.epoll {
+                sockecho::server::Engine::Epoll
+            } else {
+                sockecho::server::Engine::Auto
+            },
             ..ServeConfig::new(self.endpoints)
         }
     }
@@ -323,6 +394,15 @@ impl ConnectArgs {
             endpoint: self.endpoint,
             messages: (!self.messages.is_empty()).then_some(self.messages),
             timeout: self.timeout,
+            trace: tracer(
+                self.trace,
+                if self.json {
+                    EventFormat::Json
+                } else {
+                    EventFormat::Text
+                },
+                self.trace_interval,
+            ),
         }
     }
 }

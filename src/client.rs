@@ -11,6 +11,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 
 use crate::endpoint::{Endpoint, Kind};
 use crate::error::Error;
+use crate::trace::Tracer;
 use crate::transport::{Datagram, Stream};
 
 /// How long a stream connect may take when no `--timeout` is given.
@@ -30,6 +31,9 @@ pub struct ConnectConfig {
     /// Stream: the connect timeout. Datagram: how long to wait for each
     /// reply. `None` picks the defaults above.
     pub timeout: Option<Duration>,
+    /// `--trace`: the stream socket's calls and the kernel's TCP view on
+    /// standard error (datagram sockets are not traced).
+    pub trace: Tracer,
 }
 
 /// Runs the client: sends `input` (or the messages) and writes what comes
@@ -64,7 +68,18 @@ where
 {
     let endpoint = &config.endpoint;
     let timeout = config.timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-    let stream = Stream::connect(endpoint, timeout).await?;
+    let trace = &config.trace;
+    let stream = Stream::connect_traced(endpoint, timeout, trace).await?;
+    // Valid while either half lives: both live to the end of this function.
+    let tcp = stream.tcp_fd();
+    // Trace lines name the peer as the server's name us: by its address.
+    let peer = if trace.is_enabled() {
+        stream
+            .peer()
+            .map_or_else(|_| endpoint.to_string(), |p| p.to_string())
+    } else {
+        String::new()
+    };
     let (mut from_server, mut to_server) = tokio::io::split(stream);
 
     let send = async {
@@ -81,7 +96,9 @@ where
         }
         // End of input: half-close, so the server sees the end of the
         // stream and closes after echoing what is still in flight.
-        to_server.shutdown().await
+        to_server.shutdown().await?;
+        trace.shutdown(&peer, "write", tcp);
+        io::Result::Ok(())
     };
     let receive = async {
         let mut buf = vec![0u8; 64 * 1024];
@@ -91,6 +108,7 @@ where
                 .await
                 .map_err(|e| Error::io(format!("receiving from {endpoint}"), e))?;
             if n == 0 {
+                trace.eof(&peer, tcp);
                 break;
             }
             output.write_all(&buf[..n]).await.map_err(Error::Output)?;
@@ -99,9 +117,11 @@ where
         }
         Ok(())
     };
-    tokio::pin!(send, receive);
+    // --trace: the connection sampled every interval while it lives.
+    let sampler = trace.sample_every(&peer, tcp);
+    tokio::pin!(send, receive, sampler);
     let mut sending = true;
-    loop {
+    let result = loop {
         tokio::select! {
             sent = &mut send, if sending => {
                 sending = false;
@@ -109,13 +129,16 @@ where
                     // The server closing first is its right (the lesson's
                     // server sends and closes); we still print what it sent.
                     if !matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset) {
-                        return Err(Error::io(format!("sending to {endpoint}"), e));
+                        break Err(Error::io(format!("sending to {endpoint}"), e));
                     }
                 }
             }
-            received = &mut receive => return received,
+            received = &mut receive => break received,
+            never = &mut sampler, if trace.is_enabled() => match never {},
         }
-    }
+    };
+    trace.close(&peer, tcp);
+    result
 }
 
 async fn datagram_client<I, O>(config: &ConnectConfig, input: I, mut output: O) -> Result<(), Error>

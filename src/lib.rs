@@ -39,7 +39,8 @@
 //! every socket family), then [`server`] and [`client`].
 
 // `unsafe` is denied everywhere but where a module says why it needs it
-// (the io_uring bench driver), each block with a `SAFETY:` note.
+// (the io_uring drivers, TCP_INFO in `trace`), each block with a `SAFETY:`
+// note.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -53,6 +54,7 @@ pub mod ping;
 pub mod server;
 pub mod shutdown;
 pub mod stats;
+pub mod trace;
 pub mod transport;
 
 pub use client::{ConnectConfig, connect};

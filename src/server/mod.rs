@@ -10,6 +10,8 @@
 
 pub mod guard;
 pub mod service;
+#[cfg(target_os = "linux")]
+pub mod uring;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use crate::endpoint::{Endpoint, Kind};
 use crate::error::Error;
 use crate::events::Events;
 use crate::shutdown::Shutdown;
+use crate::trace::{TracedStream, Tracer};
 use crate::transport::datagram::BoundDatagram;
 use crate::transport::{Datagram, Listener, Peer, Stream};
 use guard::DatagramGuard;
@@ -61,6 +64,29 @@ pub struct ServeConfig {
     pub allow_low_ports: bool,
     /// Where `listen`, `connection` and `closed` events go.
     pub events: Events,
+    /// `--trace`: socket calls and the kernel's TCP view on standard error.
+    /// Tracing needs the accept loop and the task per connection, so it
+    /// keeps TCP off the io_uring engine.
+    pub trace: Tracer,
+    /// `--trace-pause-accept`, for teaching: the accept loop waits this long
+    /// before each accept, so pending connections pile up in the backlog
+    /// where `--trace` shows the queue fill.
+    pub pause_accept: Option<Duration>,
+    /// Threads of the io_uring engine; `None`: one per available core.
+    pub threads: Option<usize>,
+    /// Which engine serves TCP.
+    pub engine: Engine,
+}
+
+/// How TCP connections are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Engine {
+    /// io_uring where the kernel offers it and the options allow (not
+    /// `--once`), else epoll.
+    #[default]
+    Auto,
+    /// tokio's epoll reactor, a task per connection.
+    Epoll,
 }
 
 impl ServeConfig {
@@ -76,6 +102,10 @@ impl ServeConfig {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             allow_low_ports: false,
             events: Events::silent(),
+            trace: Tracer::disabled(),
+            pause_accept: None,
+            threads: None,
+            engine: Engine::Auto,
         }
     }
 }
@@ -132,7 +162,8 @@ impl Server {
                             "cannot listen on {endpoint}: TLS is not supported yet"
                         )));
                     }
-                    let listener = Listener::bind(endpoint, config.backlog).await?;
+                    let listener =
+                        Listener::bind_traced(endpoint, config.backlog, &config.trace).await?;
                     tracing::debug!(endpoint = %listener.local_endpoint(), backlog = config.backlog, "listening");
                     local.push(listener.local_endpoint().clone());
                     sockets.push(Bound::Stream(listener));
@@ -178,8 +209,21 @@ impl Server {
             force: shutdown.force.clone(),
             tracker: TaskTracker::new(),
         };
+        let use_uring = uring_suits(&ctx.config);
+        let mut ring_listeners = Vec::new();
         for socket in self.sockets {
             match socket {
+                #[cfg(target_os = "linux")]
+                Bound::Stream(listener)
+                    if use_uring && matches!(listener.local_endpoint(), Endpoint::Tcp(_)) =>
+                {
+                    ctx.config.events.listen(listener.local_endpoint());
+                    let endpoint = listener.local_endpoint().clone();
+                    let fd = listener
+                        .into_fd()
+                        .map_err(|e| Error::listen(&endpoint, e, None))?;
+                    ring_listeners.push((fd, endpoint));
+                }
                 Bound::Stream(listener) => {
                     ctx.config.events.listen(listener.local_endpoint());
                     let span =
@@ -194,6 +238,10 @@ impl Server {
                         .spawn(datagram_loop(bound, ctx.clone()).instrument(span));
                 }
             }
+        }
+        if !ring_listeners.is_empty() {
+            #[cfg(target_os = "linux")]
+            spawn_uring(ring_listeners, &ctx)?;
         }
         ctx.tracker.close();
 
@@ -226,6 +274,95 @@ impl Server {
     }
 }
 
+/// The io_uring engine serves TCP endpoints when the kernel offers it and
+/// no option needs the accept loop and per-connection tasks (`--once`,
+/// `--trace`, `--trace-pause-accept`).
+fn uring_suits(config: &ServeConfig) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        config.engine == Engine::Auto
+            && !config.once
+            && !config.trace.is_enabled()
+            && config.pause_accept.is_none()
+            && uring::available()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = config;
+        false
+    }
+}
+
+/// Starts the io_uring engine's threads on `listeners`, and a task (tracked
+/// like the accept loops) that passes the stop and force signals on and
+/// ends when every engine thread has.
+#[cfg(target_os = "linux")]
+fn spawn_uring(
+    listeners: Vec<(std::os::fd::OwnedFd, Endpoint)>,
+    ctx: &Context,
+) -> Result<(), Error> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let threads = ctx
+        .config
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let shared = Arc::new(uring::Shared {
+        listeners,
+        greeting: ctx.config.greeting.clone(),
+        idle_timeout: ctx.config.idle_timeout,
+        permits: ctx.permits.clone(),
+        max_conns: ctx.config.max_conns,
+        events: ctx.config.events.clone(),
+        stop: AtomicBool::new(false),
+        force: AtomicBool::new(false),
+    });
+    tracing::info!(engine = "io_uring", threads, "serving TCP");
+    let mut finished = Vec::with_capacity(threads);
+    for t in 0..threads {
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name(format!("ring-{t}"))
+            .spawn(move || {
+                if let Err(e) = uring::run_thread(&shared) {
+                    tracing::error!(cause = %e, "io_uring engine thread failed");
+                }
+                let _ = done_tx.send(());
+            })
+            .map_err(|e| Error::io("starting an engine thread", e))?;
+        finished.push(done_rx);
+    }
+    let (accepting, force) = (ctx.accepting.clone(), ctx.force.clone());
+    ctx.tracker.spawn(async move {
+        let all_done = async move {
+            for done in finished {
+                let _ = done.await;
+            }
+        };
+        tokio::pin!(all_done);
+        tokio::select! {
+            _ = &mut all_done => return,
+            _ = accepting.cancelled() => {
+                shared.stop.store(true, Ordering::Relaxed);
+                // Refuse new connections at once, as the epoll engine does
+                // by dropping its listeners: on Linux, shutting down a
+                // listening socket's read side closes it to new connections
+                // and fails the accepts in flight.
+                for (fd, _) in &shared.listeners {
+                    let _ = socket2::SockRef::from(fd).shutdown(std::net::Shutdown::Read);
+                }
+            }
+        }
+        tokio::select! {
+            _ = &mut all_done => return,
+            _ = force.cancelled() => shared.force.store(true, Ordering::Relaxed),
+        }
+        all_done.await;
+    });
+    Ok(())
+}
+
 /// Accepts stream connections until told to stop. Errors never end the
 /// loop: descriptor exhaustion backs off (so the loop neither dies nor
 /// spins) and everything else is one failed connection.
@@ -234,14 +371,41 @@ async fn accept_loop(listener: Listener, ctx: Context) {
     let mut backoff = Duration::ZERO;
     let mut refused: u64 = 0;
     let mut last_refusal_log: Option<Instant> = None;
+    // --trace: the accept queue is sampled on its own clock, paused or not.
+    let trace = &ctx.config.trace;
+    let queue_fd = listener.tcp_fd();
+    // Trace lines name an IP socket by its address alone, as `bind` did.
+    let local: &(dyn std::fmt::Display + Sync) = match endpoint.host_port() {
+        Some(address) => address,
+        None => &endpoint,
+    };
+    let mut ticks = trace.ticks();
     loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = ctx.accepting.cancelled() => return,
+        if let Some(pause) = ctx.config.pause_accept {
+            // For teaching: connections finish their handshake meanwhile
+            // and wait in the accept queue, up to the backlog.
+            let resume = tokio::time::sleep(pause);
+            tokio::pin!(resume);
+            loop {
+                tokio::select! {
+                    () = &mut resume => break,
+                    () = ticks.tick() => trace.queue(local, queue_fd),
+                    () = ctx.accepting.cancelled() => return,
+                }
+            }
+        }
+        let accepted = loop {
+            tokio::select! {
+                accepted = listener.accept() => break accepted,
+                () = ticks.tick() => trace.queue(local, queue_fd),
+                () = ctx.accepting.cancelled() => return,
+            }
         };
         let (stream, peer) = match accepted {
             Ok(pair) => {
                 backoff = Duration::ZERO;
+                trace.accept(&pair.1, pair.0.tcp_fd());
+                trace.queue(local, queue_fd);
                 pair
             }
             Err(e) if is_resource_exhaustion(&e) => {
@@ -264,6 +428,7 @@ async fn accept_loop(listener: Listener, ctx: Context) {
                 tracing::warn!(%peer, max_conns = ctx.config.max_conns, refused, "connection refused: too many open connections");
                 last_refusal_log = Some(Instant::now());
             }
+            trace.close(&peer, stream.tcp_fd());
             drop(stream);
             continue;
         };
@@ -289,11 +454,26 @@ async fn accept_loop(listener: Listener, ctx: Context) {
 async fn serve_connection(mut stream: Stream, peer: Peer, endpoint: &Endpoint, ctx: &Context) {
     let events = &ctx.config.events;
     events.connection(&peer, endpoint);
+    let trace = &ctx.config.trace;
+    let tcp = stream.tcp_fd();
+    let (greeting, idle) = (&ctx.config.greeting, ctx.config.idle_timeout);
     let mut counts = service::Counts::default();
     let result = tokio::select! {
-        result = service::echo(&mut stream, &ctx.config.greeting, ctx.config.idle_timeout, &mut counts) => result,
+        result = async {
+            // --trace watches the end of stream and the half-close through
+            // a wrapper, so the untraced echo is exactly what it was.
+            if trace.is_enabled() {
+                let mut traced = TracedStream::new(&mut stream, trace, &peer, tcp);
+                service::echo(&mut traced, greeting, idle, &mut counts).await
+            } else {
+                service::echo(&mut stream, greeting, idle, &mut counts).await
+            }
+        } => result,
         _ = ctx.force.cancelled() => Err(std::io::Error::other("closed by shutdown")),
+        never = trace.sample_every(&peer, tcp), if trace.is_enabled() => match never {},
     };
+    trace.close(&peer, tcp);
+    drop(stream);
     let reason = match &result {
         Ok(()) => None,
         Err(e) => {

@@ -9,18 +9,20 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net as std_unix;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UnixListener, UnixStream};
 
 use super::{SocketFile, abstract_addr, clear_stale_socket, unix_addr_text};
 use crate::endpoint::{Endpoint, UnixAddr};
 use crate::error::Error;
+use crate::trace::Tracer;
 
 /// A connected byte stream over any stream transport.
 #[derive(Debug)]
@@ -79,28 +81,70 @@ impl Stream {
     /// Connects to a stream endpoint, trying each resolved address in turn,
     /// each attempt bounded by `timeout`.
     pub async fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Stream, Error> {
+        Stream::connect_traced(endpoint, timeout, &Tracer::disabled()).await
+    }
+
+    /// [`connect`](Stream::connect), tracing the socket and connect calls
+    /// of each attempt (`--trace`).
+    pub async fn connect_traced(
+        endpoint: &Endpoint,
+        timeout: Duration,
+        trace: &Tracer,
+    ) -> Result<Stream, Error> {
         let attempt = async {
             match endpoint {
                 Endpoint::Tcp(_) | Endpoint::Tls(_) => {
                     let addrs = endpoint.resolve().await?;
                     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
                     for addr in addrs {
-                        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-                            Ok(Ok(stream)) => {
+                        // socket(2) and connect(2) apart (as TcpStream::connect
+                        // does them inside), so --trace can show each.
+                        let socket = match addr {
+                            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+                            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+                        };
+                        trace.socket(family(&addr), "SOCK_STREAM", Some(socket.as_raw_fd()));
+                        let started = Instant::now();
+                        let outcome = tokio::time::timeout(timeout, socket.connect(addr))
+                            .await
+                            .unwrap_or_else(|_| Err(io::Error::from(io::ErrorKind::TimedOut)));
+                        match outcome {
+                            Ok(stream) => {
+                                if trace.is_enabled() {
+                                    let local = stream.local_addr()?;
+                                    let fd = Some(stream.as_raw_fd());
+                                    trace.connect(&addr, started.elapsed(), Ok(&local), fd);
+                                }
                                 stream.set_nodelay(true)?;
                                 return Ok(Stream::Tcp(stream));
                             }
-                            Ok(Err(e)) => last = e,
-                            Err(_) => last = io::Error::from(io::ErrorKind::TimedOut),
+                            Err(e) => {
+                                trace.connect(&addr, started.elapsed(), Err(&e), None);
+                                last = e;
+                            }
                         }
                     }
                     Err(last)
                 }
                 Endpoint::Unix(addr) => {
                     let std_addr = unix_socket_addr(addr)?;
+                    // std makes the socket and connects in one call; both
+                    // are traced once it returns.
+                    let started = Instant::now();
                     // A local connect completes or fails at once; no need to
                     // go through the reactor.
-                    let stream = std_unix::UnixStream::connect_addr(&std_addr)?;
+                    let connected = std_unix::UnixStream::connect_addr(&std_addr);
+                    trace.socket("AF_UNIX", "SOCK_STREAM", None);
+                    let stream = match connected {
+                        Ok(stream) => {
+                            trace.connect(endpoint, started.elapsed(), Ok(&"unix:unnamed"), None);
+                            stream
+                        }
+                        Err(e) => {
+                            trace.connect(endpoint, started.elapsed(), Err(&e), None);
+                            return Err(e);
+                        }
+                    };
                     stream.set_nonblocking(true)?;
                     Ok(Stream::Unix(UnixStream::from_std(stream)?))
                 }
@@ -119,6 +163,23 @@ impl Stream {
             Stream::Tcp(s) => Ok(Peer::Ip(s.peer_addr()?)),
             Stream::Unix(s) => Ok(unix_peer(s)),
         }
+    }
+
+    /// The descriptor of a TCP connection, for `--trace` to ask the kernel
+    /// about (TCP_INFO); `None` for Unix sockets, which have no TCP state.
+    pub fn tcp_fd(&self) -> Option<RawFd> {
+        match self {
+            Stream::Tcp(s) => Some(s.as_raw_fd()),
+            Stream::Unix(_) => None,
+        }
+    }
+}
+
+/// The address family as socket(2) names it.
+fn family(addr: &SocketAddr) -> &'static str {
+    match addr {
+        SocketAddr::V4(_) => "AF_INET",
+        SocketAddr::V6(_) => "AF_INET6",
     }
 }
 
@@ -220,6 +281,16 @@ impl Listener {
     /// can be served side by side). A Unix socket file left by a dead
     /// server is replaced; any other file at the path is an error.
     pub async fn bind(endpoint: &Endpoint, backlog: u32) -> Result<Listener, Error> {
+        Listener::bind_traced(endpoint, backlog, &Tracer::disabled()).await
+    }
+
+    /// [`bind`](Listener::bind), tracing the socket, bind and listen calls
+    /// (`--trace`).
+    pub async fn bind_traced(
+        endpoint: &Endpoint,
+        backlog: u32,
+        trace: &Tracer,
+    ) -> Result<Listener, Error> {
         let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
         match endpoint {
             Endpoint::Tcp(hp) | Endpoint::Tls(hp) => {
@@ -232,7 +303,7 @@ impl Listener {
                 // addresses is served on the first.
                 let addr = addrs[0];
                 let listener =
-                    bind_tcp(addr, backlog).map_err(|e| Error::listen(endpoint, e, port))?;
+                    bind_tcp(addr, backlog, trace).map_err(|e| Error::listen(endpoint, e, port))?;
                 let real = listener
                     .local_addr()
                     .map_err(|e| Error::listen(endpoint, e, port))?;
@@ -255,8 +326,12 @@ impl Listener {
                 let std_listener =
                     std_unix::UnixListener::bind_addr(&unix_socket_addr(addr).map_err(fail)?)
                         .map_err(fail)?;
+                // std makes the socket, binds and listens in one call.
+                trace.socket("AF_UNIX", "SOCK_STREAM", None);
+                trace.bind(endpoint, endpoint, None);
                 // std listens with its own backlog; listen(2) again sets ours.
                 SockRef::from(&std_listener).listen(backlog).map_err(fail)?;
+                trace.listen(endpoint, backlog, None);
                 std_listener.set_nonblocking(true).map_err(fail)?;
                 let file = match addr {
                     UnixAddr::Path(path) => SocketFile::new(path),
@@ -279,6 +354,24 @@ impl Listener {
         &self.local
     }
 
+    /// The listening descriptor, taken out of tokio's reactor so another
+    /// engine (io_uring) can accept on it.
+    pub fn into_fd(self) -> io::Result<std::os::fd::OwnedFd> {
+        match self.inner {
+            ListenerInner::Tcp(l) => Ok(l.into_std()?.into()),
+            ListenerInner::Unix(l) => Ok(l.into_std()?.into()),
+        }
+    }
+
+    /// The listening descriptor of a TCP listener, for `--trace` to read
+    /// its accept queue (TCP_INFO); `None` for Unix sockets.
+    pub fn tcp_fd(&self) -> Option<RawFd> {
+        match &self.inner {
+            ListenerInner::Tcp(l) => Some(l.as_raw_fd()),
+            ListenerInner::Unix(_) => None,
+        }
+    }
+
     /// Accepts one connection, with `TCP_NODELAY` set on it.
     pub async fn accept(&self) -> io::Result<(Stream, Peer)> {
         match &self.inner {
@@ -298,14 +391,29 @@ impl Listener {
     }
 }
 
-fn bind_tcp(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
+fn bind_tcp(addr: SocketAddr, backlog: i32, trace: &Tracer) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    let fd = Some(socket.as_raw_fd());
+    trace.socket(family(&addr), "SOCK_STREAM", fd);
     socket.set_reuse_address(true)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
+    // The real address (an ephemeral port filled in), asked only when
+    // someone will read it.
+    let local = if trace.is_enabled() {
+        socket.local_addr()?.as_socket()
+    } else {
+        None
+    };
+    let local: &dyn std::fmt::Display = match &local {
+        Some(local) => local,
+        None => &addr,
+    };
+    trace.bind(&addr, local, fd);
     socket.listen(backlog)?;
+    trace.listen(local, backlog, fd);
     TcpListener::from_std(socket.into())
 }

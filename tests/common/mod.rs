@@ -355,10 +355,18 @@ impl std::ops::DerefMut for Server {
 
 /// Starts `sockecho serve ENDPOINTS... OPTIONS...` and waits for one
 /// `listen ok` line per endpoint.
+///
+/// With `SOCKECHO_TEST_ENGINE=epoll` in the environment the server runs
+/// with `--epoll`, so `.ci/run` passes the whole suite through both engines.
 pub fn serve(endpoints: &[&str], options: &[&str]) -> Server {
     let mut args = vec!["serve"];
     args.extend_from_slice(endpoints);
     args.extend_from_slice(options);
+    if std::env::var("SOCKECHO_TEST_ENGINE").is_ok_and(|e| e == "epoll")
+        && !args.contains(&"--epoll")
+    {
+        args.push("--epoll");
+    }
     let proc = Proc::sockecho(&args);
     let endpoints = endpoints.iter().map(|_| proc.listen_ok()).collect();
     Server { proc, endpoints }
@@ -640,7 +648,16 @@ pub fn wait_until_refused(endpoint: &str) {
     let deadline = Instant::now() + WAIT;
     loop {
         match try_connect(endpoint) {
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return,
+            // Refused, or reset: a connection that raced into the accept
+            // queue as the listener closed is reset by the kernel.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                return;
+            }
             Err(e) => panic!("connect to {endpoint}: {e}"),
             Ok(conn) => drop(conn),
         }

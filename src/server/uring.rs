@@ -1,0 +1,627 @@
+//! The io_uring engine for TCP echo: one ring per thread, every thread
+//! accepting on the same listening sockets, every connection's receives and
+//! sends queued on its thread's ring.
+//!
+//! Why: an epoll server pays `epoll_wait`, `read` and `write` per message.
+//! Here a whole round of completions is handled and the next round of
+//! operations submitted in one `io_uring_enter`, and receives take their
+//! buffer from a per-thread pool (provided buffers) only when data arrives,
+//! so an idle connection holds no buffer at all: its cost is one small slab
+//! entry.
+//!
+//! Each connection goes: (greeting send) -> receive -> send it all back ->
+//! return the buffer -> receive ... -> end of stream -> shutdown -> close.
+//! A receive is armed only once the previous echo is fully sent, so a peer
+//! that never reads stalls only itself and holds at most one buffer.
+//!
+//! The only `unsafe` is pushing entries that point at memory: the buffer
+//! pool and the greeting live as long as the thread's loop, and a
+//! connection's slot is freed only once none of its operations is in flight.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use io_uring::{IoUring, cqueue, opcode, squeue, types};
+use socket2::SockRef;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::endpoint::Endpoint;
+use crate::events::Events;
+use crate::transport::Peer;
+
+/// Receive buffers per thread, and their size: enough for many connections
+/// mid-echo at once; a connection holds one only between a receive and the
+/// end of its echo.
+const BUFFERS: u16 = 1024;
+const BUFFER_SIZE: usize = 64 * 1024;
+/// The buffer group id of the pool.
+const GROUP: u16 = 0;
+
+/// Submission queue entries per ring.
+const ENTRIES: u32 = 4096;
+
+/// How often the loop wakes by itself to look at the stop flags.
+const TICK: Duration = Duration::from_millis(50);
+
+/// How long accepting pauses when descriptors run out (EMFILE/ENFILE), so
+/// exhaustion neither kills the server nor spins a core.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What a completion is for: the low 3 bits of `user_data`; the rest is a
+/// connection slot or a listener index.
+const OP_ACCEPT: u64 = 0;
+const OP_RECV: u64 = 1;
+const OP_SEND: u64 = 2;
+const OP_IGNORE: u64 = 3; // link timeouts, buffer returns, cancels
+const OP_ACCEPT_RETRY: u64 = 4;
+
+const MSG_NOSIGNAL: i32 = 0x4000;
+const ENOBUFS: i32 = 105;
+const ECANCELED: i32 = 125;
+const EMFILE: i32 = 24;
+const ENFILE: i32 = 23;
+const ETIME: i32 = 62;
+const EINTR: i32 = 4;
+const EBUSY: i32 = 16;
+
+/// Whether this kernel (and container) offers what the engine needs:
+/// io_uring with fast poll, extended wait arguments (Linux 5.11+) and
+/// provided buffers. Probed once.
+pub fn available() -> bool {
+    static PROBED: OnceLock<bool> = OnceLock::new();
+    *PROBED.get_or_init(|| {
+        let Ok(ring) = IoUring::new(8) else {
+            return false;
+        };
+        let params = ring.params();
+        let mut probe = io_uring::Probe::new();
+        if ring.submitter().register_probe(&mut probe).is_err() {
+            return false;
+        }
+        params.is_feature_fast_poll()
+            && params.is_feature_ext_arg()
+            && probe.is_supported(opcode::ProvideBuffers::CODE)
+            && probe.is_supported(opcode::Accept::CODE)
+            && probe.is_supported(opcode::Send::CODE)
+            && probe.is_supported(opcode::Recv::CODE)
+    })
+}
+
+/// What every engine thread shares.
+pub struct Shared {
+    /// The listening sockets, with the endpoint each serves.
+    pub listeners: Vec<(OwnedFd, Endpoint)>,
+    /// Sent to each connection before the echo.
+    pub greeting: Vec<u8>,
+    /// Close a connection that makes no progress for this long.
+    pub idle_timeout: Option<Duration>,
+    /// One permit per open connection, shared with the epoll engine
+    /// (`--max-conns`).
+    pub permits: Arc<Semaphore>,
+    /// The limit, for the refusal log line.
+    pub max_conns: usize,
+    /// Where connection events go.
+    pub events: Events,
+    /// Stop accepting; open connections finish.
+    pub stop: AtomicBool,
+    /// Close every connection now.
+    pub force: AtomicBool,
+}
+
+struct Conn {
+    fd: OwnedFd,
+    /// Released when the connection ends.
+    _permit: OwnedSemaphorePermit,
+    peer: Peer,
+    listener: u16,
+    bytes_in: u64,
+    bytes_out: u64,
+    /// The greeting is being sent (its bytes come from `Shared`).
+    greeting: bool,
+    /// The pool buffer being sent back, and how much of it is sent.
+    buffer: Option<u16>,
+    send_off: u32,
+    send_len: u32,
+    /// A buffer received while the previous one was still being sent: the
+    /// next to send. With `buffer`, a connection holds at most two, so a
+    /// peer that never reads stalls only itself, while large messages flow
+    /// (the next receive overlaps the current send).
+    queued: Option<(u16, u32)>,
+    send_in_flight: bool,
+    recv_in_flight: bool,
+    /// Waiting for the pool to have a buffer again.
+    starved: bool,
+    /// The last receive filled its buffer: more is likely waiting.
+    full: bool,
+    /// Why it ended, once it has.
+    ending: Option<String>,
+    /// The peer ended its side: finish after the echo in flight.
+    eof: bool,
+}
+
+/// Runs one engine thread until the server stops and its connections end.
+pub fn run_thread(shared: &Shared) -> io::Result<()> {
+    let mut ring = IoUring::builder()
+        .setup_cqsize(ENTRIES * 4)
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .build(ENTRIES)
+        .or_else(|_| IoUring::builder().setup_cqsize(ENTRIES * 4).build(ENTRIES))?;
+    let mut pool = vec![0u8; BUFFERS as usize * BUFFER_SIZE].into_boxed_slice();
+    let mut thread = Thread {
+        conns: Vec::new(),
+        free: Vec::new(),
+        waiting_for_buffer: Vec::new(),
+        accepts_in_flight: 0,
+        accept_retry: vec![false; shared.listeners.len()],
+        idle: shared.idle_timeout.map(types::Timespec::from),
+        backoff: types::Timespec::from(ACCEPT_BACKOFF),
+        pool_addr: pool.as_mut_ptr(),
+        stopping: false,
+        forced: false,
+        refused: 0,
+        last_refusal_log: None,
+    };
+    let result = thread.run(&mut ring, shared);
+    if result.is_err() {
+        // Operations may still point into the pool: keep it alive.
+        std::mem::forget(pool);
+    }
+    result
+}
+
+struct Thread {
+    conns: Vec<Option<Conn>>,
+    free: Vec<u32>,
+    waiting_for_buffer: Vec<u32>,
+    accepts_in_flight: usize,
+    /// Listeners whose accept waits out a descriptor-exhaustion backoff.
+    accept_retry: Vec<bool>,
+    idle: Option<types::Timespec>,
+    backoff: types::Timespec,
+    pool_addr: *mut u8,
+    stopping: bool,
+    forced: bool,
+    refused: u64,
+    last_refusal_log: Option<Instant>,
+}
+
+impl Thread {
+    fn run(&mut self, ring: &mut IoUring, shared: &Shared) -> io::Result<()> {
+        let entry =
+            opcode::ProvideBuffers::new(self.pool_addr, BUFFER_SIZE as i32, BUFFERS, GROUP, 0)
+                .build()
+                .user_data(OP_IGNORE);
+        push(ring, &entry)?;
+        for i in 0..shared.listeners.len() {
+            self.arm_accept(ring, shared, i)?;
+        }
+        let tick = types::Timespec::from(TICK);
+        let mut done: Vec<(u64, i32, u32)> = Vec::with_capacity(ENTRIES as usize);
+        loop {
+            if !self.stopping && shared.stop.load(Ordering::Relaxed) {
+                self.stopping = true;
+                for i in 0..shared.listeners.len() {
+                    let cancel = opcode::AsyncCancel::new(accept_data(i))
+                        .build()
+                        .user_data(OP_IGNORE);
+                    push(ring, &cancel)?;
+                }
+            }
+            if !self.forced && shared.force.load(Ordering::Relaxed) {
+                self.forced = true;
+                self.stopping = true;
+                for conn in self.conns.iter_mut().flatten() {
+                    conn.ending
+                        .get_or_insert_with(|| "closed by shutdown".to_owned());
+                    let _ = SockRef::from(&conn.fd).shutdown(std::net::Shutdown::Both);
+                }
+                // Connections waiting for a pool buffer have nothing in
+                // flight to complete: finish them here.
+                for slot in std::mem::take(&mut self.waiting_for_buffer) {
+                    self.advance(ring, shared, slot)?;
+                }
+            }
+            let open_here = self.conns.iter().flatten().count();
+            if self.stopping && open_here == 0 && self.accepts_in_flight == 0 {
+                return Ok(());
+            }
+            let args = types::SubmitArgs::new().timespec(&tick);
+            match ring.submitter().submit_with_args(1, &args) {
+                Ok(_) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(ETIME | EINTR | EBUSY)) => {}
+                Err(e) => return Err(e),
+            }
+            done.clear();
+            done.extend(
+                ring.completion()
+                    .map(|c| (c.user_data(), c.result(), c.flags())),
+            );
+            for &(user_data, result, flags) in &done {
+                let index = (user_data >> 3) as usize;
+                match user_data & 7 {
+                    OP_ACCEPT => self.on_accept(ring, shared, index, result)?,
+                    OP_ACCEPT_RETRY => {
+                        self.accept_retry[index] = false;
+                        self.accepts_in_flight -= 1;
+                        if !self.stopping {
+                            self.arm_accept(ring, shared, index)?;
+                        }
+                    }
+                    OP_RECV => self.on_recv(ring, shared, index, result, flags)?,
+                    OP_SEND => self.on_send(ring, shared, index, result)?,
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn arm_accept(&mut self, ring: &mut IoUring, shared: &Shared, i: usize) -> io::Result<()> {
+        let fd = types::Fd(shared.listeners[i].0.as_raw_fd());
+        let entry = opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
+            .flags(libc_flags::SOCK_CLOEXEC)
+            .build()
+            .user_data(accept_data(i));
+        push(ring, &entry)?;
+        self.accepts_in_flight += 1;
+        Ok(())
+    }
+
+    fn on_accept(
+        &mut self,
+        ring: &mut IoUring,
+        shared: &Shared,
+        i: usize,
+        result: i32,
+    ) -> io::Result<()> {
+        self.accepts_in_flight -= 1;
+        if result < 0 {
+            if matches!(-result, EMFILE | ENFILE | ENOBUFS) && !self.stopping {
+                tracing::warn!(cause = %io::Error::from_raw_os_error(-result), retry_in = ?ACCEPT_BACKOFF, "cannot accept");
+                let entry = opcode::Timeout::new(&self.backoff)
+                    .build()
+                    .user_data(((i as u64) << 3) | OP_ACCEPT_RETRY);
+                push(ring, &entry)?;
+                self.accept_retry[i] = true;
+                self.accepts_in_flight += 1;
+            } else if !self.stopping && -result != ECANCELED {
+                tracing::debug!(cause = %io::Error::from_raw_os_error(-result), "accept failed");
+                self.arm_accept(ring, shared, i)?;
+            }
+            return Ok(());
+        }
+        // SAFETY: a successful accept returns a new descriptor that nothing
+        // else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(result as RawFd) };
+        if self.stopping {
+            return Ok(()); // accepted as the stop came: dropped, closing it
+        }
+        self.arm_accept(ring, shared, i)?;
+        let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
+            self.refused += 1;
+            if self
+                .last_refusal_log
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+            {
+                tracing::warn!(
+                    max_conns = shared.max_conns,
+                    refused = self.refused,
+                    "connection refused: too many open connections"
+                );
+                self.last_refusal_log = Some(Instant::now());
+            }
+            return Ok(()); // dropped: the client reads the end of the stream
+        };
+        let sock = SockRef::from(&fd);
+        let _ = sock.set_tcp_nodelay(true);
+        let peer = match sock.peer_addr().ok().and_then(|a| a.as_socket()) {
+            Some(addr) => Peer::Ip(addr),
+            None => Peer::Ip(SocketAddr::from(([0, 0, 0, 0], 0))),
+        };
+        shared.events.connection(&peer, &shared.listeners[i].1);
+        let conn = Conn {
+            fd,
+            _permit: permit,
+            peer,
+            listener: i as u16,
+            bytes_in: 0,
+            bytes_out: 0,
+            greeting: !shared.greeting.is_empty(),
+            buffer: None,
+            send_off: 0,
+            send_len: shared.greeting.len() as u32,
+            queued: None,
+            send_in_flight: false,
+            recv_in_flight: false,
+            starved: false,
+            full: false,
+            ending: None,
+            eof: false,
+        };
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.conns[slot as usize] = Some(conn);
+                slot
+            }
+            None => {
+                self.conns.push(Some(conn));
+                (self.conns.len() - 1) as u32
+            }
+        };
+        self.advance(ring, shared, slot)
+    }
+
+    /// Queues the connection's next operations (a send of what is due, a
+    /// receive if there is room), or finishes it once nothing is left.
+    fn advance(&mut self, ring: &mut IoUring, shared: &Shared, slot: u32) -> io::Result<()> {
+        let forced = self.forced;
+        let pool = self.pool_addr;
+        let Some(conn) = self.conns[slot as usize].as_mut() else {
+            return Ok(());
+        };
+        let fd = types::Fd(conn.fd.as_raw_fd());
+        let mut entries: [Option<squeue::Entry>; 2] = [None, None];
+        if conn.ending.is_none() && !conn.send_in_flight {
+            if !conn.greeting && conn.buffer.is_none() {
+                if let Some((bid, len)) = conn.queued.take() {
+                    conn.buffer = Some(bid);
+                    conn.send_off = 0;
+                    conn.send_len = len;
+                }
+            }
+            if conn.greeting || conn.buffer.is_some() {
+                let base = match conn.buffer {
+                    Some(bid) if !conn.greeting => {
+                        // SAFETY: a buffer id names one of the pool's BUFFERS
+                        // slices of BUFFER_SIZE bytes.
+                        unsafe { pool.add(bid as usize * BUFFER_SIZE) }
+                    }
+                    _ => shared.greeting.as_ptr(),
+                };
+                // SAFETY: send_off < send_len <= the slice's length.
+                let ptr = unsafe { base.add(conn.send_off as usize) };
+                entries[0] = Some(
+                    opcode::Send::new(fd, ptr, conn.send_len - conn.send_off)
+                        .flags(MSG_NOSIGNAL)
+                        .build()
+                        .user_data(slot_data(slot, OP_SEND)),
+                );
+                conn.send_in_flight = true;
+            }
+        }
+        if conn.ending.is_none()
+            && !conn.eof
+            && !forced
+            && !conn.recv_in_flight
+            && !conn.starved
+            && !conn.greeting
+            && conn.queued.is_none()
+            // Overlap the next receive with a send only when the last
+            // receive filled its buffer (a large transfer); for small
+            // messages, receiving after the send completes is cheaper.
+            && (conn.buffer.is_none() || conn.full)
+        {
+            entries[1] = Some(
+                opcode::Recv::new(fd, std::ptr::null_mut(), BUFFER_SIZE as u32)
+                    .buf_group(GROUP)
+                    .build()
+                    .flags(squeue::Flags::BUFFER_SELECT)
+                    .user_data(slot_data(slot, OP_RECV)),
+            );
+            conn.recv_in_flight = true;
+        }
+        let busy =
+            conn.send_in_flight || conn.recv_in_flight || conn.starved && conn.ending.is_none();
+        let drained = conn.buffer.is_none() && conn.queued.is_none() && !conn.greeting;
+        for entry in entries.into_iter().flatten() {
+            self.push_with_idle(ring, entry)?;
+        }
+        if busy || (conn_ok(&self.conns[slot as usize]) && !drained) {
+            return Ok(());
+        }
+        // The end: the peer's end of stream with everything echoed (then
+        // our half-close, so it reads the end after the last byte), or an
+        // error or a limit with nothing left in flight.
+        let conn = self.conns[slot as usize]
+            .take()
+            .expect("slot checked above");
+        self.free.push(slot);
+        if conn.ending.is_none() {
+            let _ = SockRef::from(&conn.fd).shutdown(std::net::Shutdown::Write);
+        }
+        for bid in conn.buffer.into_iter().chain(conn.queued.map(|(b, _)| b)) {
+            self.return_buffer(ring, bid)?;
+        }
+        shared.events.closed(
+            &conn.peer,
+            &shared.listeners[conn.listener as usize].1,
+            conn.bytes_in,
+            conn.bytes_out,
+            conn.ending.as_deref(),
+        );
+        Ok(())
+    }
+
+    fn on_recv(
+        &mut self,
+        ring: &mut IoUring,
+        shared: &Shared,
+        slot: usize,
+        result: i32,
+        flags: u32,
+    ) -> io::Result<()> {
+        let forced = self.forced;
+        let Some(conn) = self.conns[slot].as_mut() else {
+            return Ok(());
+        };
+        conn.recv_in_flight = false;
+        if result > 0 {
+            let Some(bid) = cqueue::buffer_select(flags) else {
+                conn.ending = Some("receive without a buffer".to_owned());
+                return self.advance(ring, shared, slot as u32);
+            };
+            conn.bytes_in += result as u64;
+            conn.full = result as usize == BUFFER_SIZE;
+            if conn.buffer.is_none() && !conn.greeting {
+                conn.buffer = Some(bid);
+                conn.send_off = 0;
+                conn.send_len = result as u32;
+            } else {
+                conn.queued = Some((bid, result as u32));
+            }
+        } else if result == 0 {
+            conn.eof = true;
+        } else if -result == ENOBUFS {
+            // The pool is empty: wait for a buffer to come back.
+            conn.starved = true;
+            self.waiting_for_buffer.push(slot as u32);
+        } else {
+            conn.ending = Some(ending_reason(result, forced));
+        }
+        self.advance(ring, shared, slot as u32)
+    }
+
+    fn on_send(
+        &mut self,
+        ring: &mut IoUring,
+        shared: &Shared,
+        slot: usize,
+        result: i32,
+    ) -> io::Result<()> {
+        let forced = self.forced;
+        let Some(conn) = self.conns[slot].as_mut() else {
+            return Ok(());
+        };
+        conn.send_in_flight = false;
+        if result < 0 {
+            conn.ending = Some(ending_reason(result, forced));
+            return self.advance(ring, shared, slot as u32);
+        }
+        conn.send_off += result as u32;
+        conn.bytes_out += result as u64;
+        if conn.send_off >= conn.send_len {
+            conn.greeting = false;
+            if let Some(bid) = conn.buffer.take() {
+                self.return_buffer(ring, bid)?;
+            }
+        }
+        self.advance(ring, shared, slot as u32)
+    }
+
+    fn return_buffer(&mut self, ring: &mut IoUring, bid: u16) -> io::Result<()> {
+        // SAFETY: `bid` names one of the pool's slices.
+        let addr = unsafe { self.pool_addr.add(bid as usize * BUFFER_SIZE) };
+        let entry = opcode::ProvideBuffers::new(addr, BUFFER_SIZE as i32, 1, GROUP, bid)
+            .build()
+            .user_data(OP_IGNORE);
+        push(ring, &entry)?;
+        // A connection that found the pool empty can receive again. The
+        // provide is queued before its receive, so the buffer is there.
+        if let Some(slot) = self.waiting_for_buffer.pop() {
+            if let Some(conn) = self.conns[slot as usize].as_mut() {
+                conn.starved = false;
+            }
+            return self.resume(ring, slot);
+        }
+        Ok(())
+    }
+
+    fn resume(&mut self, ring: &mut IoUring, slot: u32) -> io::Result<()> {
+        // `advance` needs `Shared` only to finish a connection; a starved
+        // one has a receive to arm, so a plain re-arm is enough here.
+        let Some(conn) = self.conns[slot as usize].as_mut() else {
+            return Ok(());
+        };
+        if conn.recv_in_flight || conn.eof || conn.ending.is_some() || conn.queued.is_some() {
+            return Ok(());
+        }
+        let entry = opcode::Recv::new(
+            types::Fd(conn.fd.as_raw_fd()),
+            std::ptr::null_mut(),
+            BUFFER_SIZE as u32,
+        )
+        .buf_group(GROUP)
+        .build()
+        .flags(squeue::Flags::BUFFER_SELECT)
+        .user_data(slot_data(slot, OP_RECV));
+        conn.recv_in_flight = true;
+        self.push_with_idle(ring, entry)
+    }
+
+    /// Pushes `entry`, linked to an idle timeout when one is set: an
+    /// operation that makes no progress for that long is cancelled and the
+    /// connection ends with "idle timeout".
+    fn push_with_idle(&self, ring: &mut IoUring, entry: squeue::Entry) -> io::Result<()> {
+        match &self.idle {
+            None => push(ring, &entry),
+            Some(idle) => {
+                let timeout = opcode::LinkTimeout::new(idle).build().user_data(OP_IGNORE);
+                push_pair(ring, &entry.flags(squeue::Flags::IO_LINK), &timeout)
+            }
+        }
+    }
+}
+
+fn conn_ok(conn: &Option<Conn>) -> bool {
+    conn.as_ref().is_some_and(|c| c.ending.is_none())
+}
+
+fn ending_reason(result: i32, forced: bool) -> String {
+    if -result == ECANCELED {
+        if forced {
+            "closed by shutdown"
+        } else {
+            "idle timeout"
+        }
+        .to_owned()
+    } else {
+        crate::error::reason(&io::Error::from_raw_os_error(-result))
+    }
+}
+
+fn accept_data(listener: usize) -> u64 {
+    ((listener as u64) << 3) | OP_ACCEPT
+}
+
+fn slot_data(slot: u32, op: u64) -> u64 {
+    ((slot as u64) << 3) | op
+}
+
+mod libc_flags {
+    pub const SOCK_CLOEXEC: i32 = 0o2_000_000;
+}
+
+fn push(ring: &mut IoUring, entry: &squeue::Entry) -> io::Result<()> {
+    loop {
+        // SAFETY: entries point into the buffer pool or the greeting, both
+        // alive for the whole loop, or at timespecs owned by the thread
+        // state; see the module docs.
+        if unsafe { ring.submission().push(entry) }.is_ok() {
+            return Ok(());
+        }
+        ring.submit()?;
+    }
+}
+
+/// Pushes two linked entries together (they must not be split by a
+/// submission in between).
+fn push_pair(ring: &mut IoUring, first: &squeue::Entry, second: &squeue::Entry) -> io::Result<()> {
+    loop {
+        // SAFETY: as for `push`.
+        if unsafe {
+            ring.submission()
+                .push_multiple(&[first.clone(), second.clone()])
+        }
+        .is_ok()
+        {
+            return Ok(());
+        }
+        ring.submit()?;
+    }
+}

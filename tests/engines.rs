@@ -1,0 +1,109 @@
+//! The behaviours every TCP engine must share, run against both: io_uring
+//! (the default where the kernel has it) and epoll (`--epoll`). The rest of
+//! the suite runs on the default engine, and `.ci/run` runs it once more
+//! with `SOCKECHO_TEST_ENGINE=epoll`.
+
+mod common;
+
+use std::io::{ErrorKind, Read};
+use std::time::{Duration, Instant};
+
+use common::{connect, echo_stream, random_bytes, serve, wait_until_refused};
+
+const ENGINES: [&[&str]; 2] = [&[], &["--epoll"]];
+
+#[test]
+fn echo_half_close_and_counts() {
+    for engine in ENGINES {
+        let opts = [&["--greeting", "hi "], engine].concat();
+        let server = serve(&["tcp://127.0.0.1:0"], &opts);
+        let data = random_bytes(1 << 20, 7);
+        let back = echo_stream(connect(server.endpoint()), &data);
+        assert_eq!(&back[..3], b"hi ", "{engine:?}");
+        assert!(back[3..] == data[..], "{engine:?}: echo differs");
+        let closed = (0..4)
+            .map(|_| server.line())
+            .find(|l| l.starts_with("closed "))
+            .expect("a closed line");
+        assert!(
+            closed.ends_with(&format!("in={} out={}", data.len(), data.len() + 3)),
+            "{engine:?}: {closed}"
+        );
+    }
+}
+
+#[test]
+fn many_clients_at_once() {
+    for engine in ENGINES {
+        let opts = [&["-q"], engine].concat();
+        let server = serve(&["tcp://127.0.0.1:0"], &opts);
+        let endpoint = server.endpoint().to_owned();
+        let clients: Vec<_> = (0..40)
+            .map(|i| {
+                let endpoint = endpoint.clone();
+                std::thread::spawn(move || {
+                    let data = random_bytes(64 * 1024, i);
+                    echo_stream(connect(&endpoint), &data) == data
+                })
+            })
+            .collect();
+        for client in clients {
+            assert!(client.join().unwrap(), "{engine:?}");
+        }
+    }
+}
+
+#[test]
+fn max_conns_refuses_the_extra_connection() {
+    for engine in ENGINES {
+        let opts = [&["-q", "--max-conns", "2"], engine].concat();
+        let server = serve(&["tcp://127.0.0.1:0"], &opts);
+        let mut first = connect(server.endpoint());
+        let mut second = connect(server.endpoint());
+        assert_eq!(first.echo(b"1"), b"1");
+        assert_eq!(second.echo(b"2"), b"2");
+        let mut third = connect(server.endpoint());
+        assert_eq!(third.read_to_close(), b"", "{engine:?}");
+        assert_eq!(first.echo(b"still"), b"still", "{engine:?}");
+    }
+}
+
+#[test]
+fn idle_timeout_closes_a_silent_connection() {
+    for engine in ENGINES {
+        let opts = [&["--idle-timeout", "300ms"], engine].concat();
+        let server = serve(&["tcp://127.0.0.1:0"], &opts);
+        let mut busy = connect(server.endpoint());
+        assert_eq!(busy.echo(b"x"), b"x");
+        let started = Instant::now();
+        let mut buf = [0u8; 8];
+        let n = match busy.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => 0,
+            Err(e) => panic!("{engine:?}: not closed: {e}"),
+        };
+        assert_eq!(n, 0, "{engine:?}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{engine:?}");
+    }
+}
+
+#[test]
+fn stop_refuses_then_drain_deadline_closes() {
+    for engine in ENGINES {
+        let opts = [&["--drain-timeout", "200ms"], engine].concat();
+        let mut server = serve(&["tcp://127.0.0.1:0"], &opts);
+        let endpoint = server.endpoint().to_owned();
+        let mut open = connect(&endpoint);
+        assert_eq!(open.echo(b"before"), b"before");
+        server.signal("TERM");
+        wait_until_refused(&endpoint);
+        assert_eq!(
+            open.echo(b"during"),
+            b"during",
+            "{engine:?}: echo in the drain"
+        );
+        assert_eq!(open.read_to_close(), b"", "{engine:?}");
+        let exited = server.wait_exit();
+        assert!(exited.status.success(), "{engine:?}: {}", exited.stderr);
+    }
+}
