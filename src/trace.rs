@@ -424,6 +424,14 @@ impl<'a, S> TracedStream<'a, S> {
     }
 }
 
+impl<S: crate::server::service::ReadReady> crate::server::service::ReadReady
+    for TracedStream<'_, S>
+{
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.inner.poll_read_ready(cx)
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for TracedStream<'_, S> {
     fn poll_read(
         self: Pin<&mut Self>,
