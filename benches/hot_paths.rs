@@ -75,5 +75,11 @@ fn echo_loop(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(hot, pattern_check, histogram_record, endpoint_parse, echo_loop);
+criterion_group!(
+    hot,
+    pattern_check,
+    histogram_record,
+    endpoint_parse,
+    echo_loop
+);
 criterion_main!(hot);

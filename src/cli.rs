@@ -10,8 +10,12 @@ use sockecho::client::ConnectConfig;
 use sockecho::endpoint::{DEFAULT, Endpoint};
 use sockecho::events::{EventFormat, Events};
 use sockecho::ping::PingConfig;
+use sockecho::server::guard::rate::DEFAULT_UDP_RATE;
+use sockecho::server::guard::{AccessList, Cidr};
 use sockecho::server::{DEFAULT_BACKLOG, DEFAULT_MAX_CONNS, ServeConfig};
 use sockecho::trace::Tracer;
+
+pub mod generate;
 
 /// Echo server and client for TCP, UDP and Unix sockets over IPv4 and IPv6.
 ///
@@ -65,6 +69,22 @@ pub enum Command {
         #[command(subcommand)]
         command: ReportCommand,
     },
+    /// Print a completion script for SHELL on standard output.
+    ///
+    /// bash: `sockecho completions bash > ~/.local/share/bash-completion/completions/sockecho`;
+    /// zsh: write `_sockecho` into a directory on $fpath; fish: `sockecho
+    /// completions fish > ~/.config/fish/completions/sockecho.fish`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on standard output: the top-level page
+    /// with a section for every subcommand.
+    ///
+    /// Read it with `sockecho man | man -l -`, or install it with
+    /// `sockecho man > /usr/local/share/man/man1/sockecho.1`.
+    Man,
 }
 
 /// `sockecho report` subcommands.
@@ -92,6 +112,9 @@ pub struct PingArgs {
     /// The echo server.
     #[arg(value_name = "ENDPOINT", default_value = DEFAULT)]
     pub endpoint: Endpoint,
+
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
 
     /// Stop after COUNT probes (default: until interrupted).
     #[arg(short, long, value_name = "COUNT",
@@ -126,6 +149,9 @@ pub struct BenchArgs {
     /// The echo server.
     #[arg(value_name = "ENDPOINT", default_value = DEFAULT)]
     pub endpoint: Endpoint,
+
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
 
     /// Connections (datagram flows over UDP and Unix datagram sockets).
     #[arg(short, long = "connections", value_name = "CONNS", default_value_t = 10,
@@ -185,6 +211,29 @@ pub struct ServeArgs {
     #[arg(value_name = "ENDPOINT", default_value = DEFAULT)]
     pub endpoints: Vec<Endpoint>,
 
+    /// tls://: the certificate chain to present (PEM); without it and
+    /// --tls-key, a self-signed certificate is made at start and its
+    /// SHA-256 fingerprint printed after the listen ok line.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// tls://: the private key for --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// The service: echo (RFC 862), discard (RFC 863: read, send nothing)
+    /// or chargen (RFC 864: rotating 72-character lines; over UDP one
+    /// datagram no larger than the request).
+    #[arg(long, value_enum, default_value = "echo")]
+    pub mode: ModeArg,
+
+    /// Run from inetd or xinetd: serve the connection (`nowait`) or the
+    /// datagram socket (`wait`) on standard input, print nothing, log
+    /// nothing. Without it, sockets passed by systemd socket activation
+    /// (LISTEN_FDS) are served instead of binding.
+    #[arg(long)]
+    pub inetd: bool,
+
     /// Send TEXT (exactly those bytes) to each stream connection before
     /// echoing.
     #[arg(long, value_name = "TEXT")]
@@ -205,9 +254,34 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_conns: u64,
 
-    /// Close a connection that makes no progress for DURATION (e.g. 30s).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub idle_timeout: Option<Duration>,
+    /// Close a connection that makes no progress for DURATION: no byte
+    /// received, or a write that cannot complete (0: never). It bounds each
+    /// operation, so a peer trickling bytes is still served; what stops
+    /// slow peers holding every slot is --max-conns-per-ip with --max-conns.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m")]
+    pub idle_timeout: Duration,
+
+    /// Stream connections open at once from one source address; more are
+    /// accepted and closed at once (default: no limit but --max-conns).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_conns_per_ip: Option<u64>,
+
+    /// Serve only peers in CIDR (e.g. 10.0.0.0/8, 2001:db8::/32, or one
+    /// address); repeatable. With any --allow, everything else is refused.
+    /// Checked before any byte is read (TCP) or per datagram (UDP).
+    #[arg(long, value_name = "CIDR")]
+    pub allow: Vec<Cidr>,
+
+    /// Refuse peers in CIDR; repeatable; wins over --allow. A refused TCP
+    /// peer is closed at once; a refused UDP source gets no reply.
+    #[arg(long, value_name = "CIDR")]
+    pub deny: Vec<Cidr>,
+
+    /// UDP: replies per second to one source address (a burst of as many
+    /// is allowed; 0: unlimited). Applies to sockets bound to a
+    /// non-loopback address: a loopback one hears only this host.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_UDP_RATE)]
+    pub udp_rate: u32,
 
     /// After a stop signal, how long open connections may finish.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5s")]
@@ -254,12 +328,48 @@ pub struct ServeArgs {
     pub epoll: bool,
 }
 
+/// `--mode`: the classic small services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeArg {
+    /// RFC 862: send back everything received.
+    Echo,
+    /// RFC 863: read everything, send nothing.
+    Discard,
+    /// RFC 864: send rotating 72-character lines.
+    Chargen,
+}
+
+/// How clients verify a `tls://` server (connect, ping, bench).
+#[derive(Debug, Args)]
+pub struct TlsClientArgs {
+    /// tls://: trust only the CA certificates in this PEM file (default:
+    /// the system's roots).
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
+
+    /// tls://: do not verify the server's certificate (test rigs only).
+    #[arg(long, conflicts_with = "tls_ca")]
+    pub insecure: bool,
+}
+
+impl TlsClientArgs {
+    fn options(&self) -> sockecho::transport::tls::ClientTlsOptions {
+        sockecho::transport::tls::ClientTlsOptions {
+            ca: self.tls_ca.clone(),
+            insecure: self.insecure,
+        }
+    }
+}
+
 /// `sockecho connect`.
 #[derive(Debug, Args)]
 pub struct ConnectArgs {
     /// The server.
     #[arg(value_name = "ENDPOINT", default_value = DEFAULT)]
     pub endpoint: Endpoint,
+
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
 
     /// Send TEXT followed by a newline (or, over datagrams, as one
     /// datagram) instead of reading standard input; repeatable.
@@ -322,10 +432,21 @@ impl ServeArgs {
             once: self.once,
             backlog: self.backlog,
             max_conns: usize::try_from(self.max_conns).unwrap_or(usize::MAX),
-            idle_timeout: self.idle_timeout,
+            // Zero means never: a zero timer would close every connection.
+            idle_timeout: (!self.idle_timeout.is_zero()).then_some(self.idle_timeout),
             drain_timeout: self.drain_timeout,
             allow_low_ports: self.allow_low_ports,
-            events: Events::stdout(format, self.quiet),
+            access: AccessList::new(self.allow, self.deny),
+            max_conns_per_ip: self
+                .max_conns_per_ip
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            udp_rate: self.udp_rate,
+            // Under inetd standard output is the client's socket.
+            events: if self.inetd {
+                Events::silent()
+            } else {
+                Events::stdout(format, self.quiet)
+            },
             trace: tracer(self.trace, format, self.trace_interval),
             pause_accept: self.trace_pause_accept,
             threads: self
@@ -335,6 +456,15 @@ impl ServeArgs {
                 sockecho::server::Engine::Epoll
             } else {
                 sockecho::server::Engine::Auto
+            },
+            mode: match self.mode {
+                ModeArg::Echo => sockecho::server::service::Mode::Echo,
+                ModeArg::Discard => sockecho::server::service::Mode::Discard,
+                ModeArg::Chargen => sockecho::server::service::Mode::Chargen,
+            },
+            tls: sockecho::transport::tls::ServerTlsOptions {
+                cert: self.tls_cert,
+                key: self.tls_key,
             },
             ..ServeConfig::new(self.endpoints)
         }
@@ -353,6 +483,7 @@ impl PingArgs {
             connect_only: self.connect,
             json: self.json,
             stop,
+            tls: self.tls.options(),
         }
     }
 }
@@ -383,6 +514,7 @@ impl BenchArgs {
             },
             progress,
             stop,
+            tls: self.tls.options(),
         }
     }
 }
@@ -403,6 +535,7 @@ impl ConnectArgs {
                 },
                 self.trace_interval,
             ),
+            tls: self.tls.options(),
         }
     }
 }

@@ -34,6 +34,8 @@ pub struct ConnectConfig {
     /// `--trace`: the stream socket's calls and the kernel's TCP view on
     /// standard error (datagram sockets are not traced).
     pub trace: Tracer,
+    /// How a `tls://` server is verified.
+    pub tls: crate::transport::tls::ClientTlsOptions,
 }
 
 /// Runs the client: sends `input` (or the messages) and writes what comes
@@ -69,7 +71,8 @@ where
     let endpoint = &config.endpoint;
     let timeout = config.timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
     let trace = &config.trace;
-    let stream = Stream::connect_traced(endpoint, timeout, trace).await?;
+    let tls = crate::transport::tls::client_for(endpoint, &config.tls)?;
+    let stream = Stream::connect_with(endpoint, timeout, trace, tls.as_ref()).await?;
     // Valid while either half lives: both live to the end of this function.
     let tcp = stream.tcp_fd();
     // Trace lines name the peer as the server's name us: by its address.

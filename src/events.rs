@@ -55,6 +55,8 @@ struct Record<'a> {
     bytes_out: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fingerprint: Option<String>,
 }
 
 impl Events {
@@ -94,6 +96,15 @@ impl Events {
         self.emit(false, Record::new("listen", endpoint), || {
             format!("listen ok {endpoint}")
         });
+    }
+
+    /// A `tls://` endpoint presents a self-signed certificate made at
+    /// start: its SHA-256 fingerprint, right after its `listen ok` line.
+    pub fn tls_fingerprint(&self, endpoint: &Endpoint, fingerprint: &str) {
+        let mut record = Record::new("tls", endpoint);
+        let value = format!("sha256:{fingerprint}");
+        record.fingerprint = Some(value.clone());
+        self.emit(false, record, || format!("tls fingerprint {value}"));
     }
 
     /// A stream connection was accepted.
@@ -154,6 +165,7 @@ impl<'a> Record<'a> {
             bytes_in: None,
             bytes_out: None,
             reason: None,
+            fingerprint: None,
         }
     }
 }

@@ -34,6 +34,9 @@
 //! # Ok(()) }
 //! ```
 //!
+//! `examples/embedded_server.rs` does the same for TCP and UDP at once
+//! (`cargo run --example embedded_server`).
+//!
 //! Start reading at [`endpoint`] (the address syntax every subcommand
 //! shares), then [`transport`] (one stream type and one datagram type over
 //! every socket family), then [`server`] and [`client`].

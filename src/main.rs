@@ -16,7 +16,10 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => return usage_error(&err),
     };
-    init_logging(cli.verbose);
+    // Under inetd, standard output and error may be the client's socket:
+    // not a byte of log may go there.
+    let inetd = matches!(&cli.command, Command::Serve(args) if args.inetd);
+    init_logging(if inetd { None } else { Some(cli.verbose) });
 
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -36,7 +39,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve(args) => {
             let shutdown = sockecho::shutdown::on_signals()?;
-            let server = sockecho::Server::bind(args.into_config()).await?;
+            let inetd = args.inetd;
+            let server = sockecho::server::open(args.into_config(), inetd).await?;
             server.run_until(shutdown).await?;
         }
         Command::Connect(args) => {
@@ -86,8 +90,26 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let report = sockecho::bench::merge_files(&files)?;
             print_report(&report, json, plot.as_deref())?;
         }
+        Command::Completions { shell } => {
+            write_stdout(|out| cli::generate::completions(shell, out))?;
+        }
+        Command::Man => write_stdout(cli::generate::man)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes generated text (completions, man page) to standard output; a
+/// reader that stops early (`| head`) is not a failure.
+fn write_stdout(
+    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match write(&mut out).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot write to standard output")),
+        Ok(()) => Ok(()),
+    }
 }
 
 /// Prints a bench report as text or JSON, and its chart if asked for.
@@ -162,14 +184,18 @@ fn fail(err: &anyhow::Error) -> ExitCode {
     }
 }
 
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: Option<u8>) {
     let level = match verbose {
-        0 => "warn",
-        1 => "info",
-        2 => "debug",
-        _ => "trace",
+        None => "off",
+        Some(0) => "warn",
+        Some(1) => "info",
+        Some(2) => "debug",
+        Some(_) => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let filter = match verbose {
+        None => EnvFilter::new(level),
+        Some(_) => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level)),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -28,9 +28,9 @@ pub mod report;
 mod stream;
 #[cfg(target_os = "linux")]
 mod uring;
+mod worker;
 
 use std::future::Future as _;
-use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Context;
@@ -41,7 +41,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::endpoint::{Endpoint, Kind};
 use crate::error::Error;
-use crate::transport::{Datagram, Stream};
 use histogram::LatencyHistogram;
 use pattern::{Difference, Pattern};
 use report::{BenchCounts, BenchParams, BenchReport};
@@ -86,6 +85,8 @@ pub struct BenchConfig {
     pub progress: bool,
     /// Cancelled to end the run early; what was measured is reported.
     pub stop: CancellationToken,
+    /// How a `tls://` server is verified.
+    pub tls: crate::transport::tls::ClientTlsOptions,
 }
 
 /// How bench connections do their I/O.
@@ -312,17 +313,22 @@ pub async fn run(config: &BenchConfig) -> Result<BenchOutcome, Error> {
         threads,
         "bench driver"
     );
+    let tls = crate::transport::tls::client_for(&config.endpoint, &config.tls)?;
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(threads);
     let mut workers = Vec::with_capacity(threads);
     for t in 0..threads {
         let ids: Vec<usize> = (t..config.connections).step_by(threads).collect();
-        let endpoint = config.endpoint.clone();
+        let target = worker::Target {
+            endpoint: config.endpoint.clone(),
+            kind,
+            tls: tls.clone(),
+        };
         let ready_tx = ready_tx.clone();
         let (go_tx, go_rx) = std::sync::mpsc::channel::<Arc<Shared>>();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name(format!("bench-{t}"))
-            .spawn(move || worker(ids, endpoint, kind, use_uring, ready_tx, go_rx, done_tx))
+            .spawn(move || worker::worker(ids, target, use_uring, ready_tx, go_rx, done_tx))
             .map_err(|e| Error::io("starting a bench thread", e))?;
         workers.push((go_tx, done_rx));
     }
@@ -490,160 +496,6 @@ pub fn write_plot(report: &BenchReport, path: &std::path::Path) -> Result<(), Er
         .map_err(|e| Error::invalid("reading the histogram", &e))?;
     plot::write_percentile_plot(path, &title, &[("latency", &histogram)])
         .map_err(|e| Error::invalid(format!("cannot write {}", path.display()), &e))
-}
-
-enum Conn {
-    Stream(Stream),
-    Datagram(Datagram),
-}
-
-/// The io_uring flavour of [`worker`]: blocking connects on this thread,
-/// then one ring for all of its connections.
-#[cfg(target_os = "linux")]
-fn uring_worker(
-    ids: Vec<usize>,
-    endpoint: Endpoint,
-    ready_tx: tokio::sync::mpsc::Sender<Ready>,
-    go_rx: std::sync::mpsc::Receiver<Arc<Shared>>,
-    done_tx: tokio::sync::oneshot::Sender<ThreadResult>,
-) {
-    let mut conns = Vec::with_capacity(ids.len());
-    let mut ready = Ready {
-        connected: 0,
-        errors: 0,
-        first_error: None,
-    };
-    for id in ids {
-        match uring::RawStream::connect(&endpoint, Duration::from_secs(10)) {
-            Ok(stream) => conns.push((id, stream)),
-            Err(e) => {
-                ready.errors += 1;
-                ready.first_error.get_or_insert(e);
-            }
-        }
-    }
-    ready.connected = conns.len();
-    let nothing = conns.is_empty();
-    if ready_tx.blocking_send(ready).is_err() || nothing {
-        return;
-    }
-    drop(ready_tx);
-    let Ok(shared) = go_rx.recv() else { return };
-    let ids: Vec<usize> = conns.iter().map(|(id, _)| *id).collect();
-    let outcomes = match uring::drive_all(conns, &shared) {
-        Ok(outcomes) => outcomes,
-        Err(e) => {
-            tracing::warn!(cause = %e, "io_uring driver failed");
-            ids.into_iter()
-                .map(|id| {
-                    let mut outcome = Outcome::new();
-                    outcome.end(id, Ending::Io(io::Error::new(e.kind(), e.to_string())));
-                    (id, outcome)
-                })
-                .collect()
-        }
-    };
-    let _ = done_tx.send((outcomes, take_latencies()));
-}
-
-/// What a worker thread reports once its connections are made.
-struct Ready {
-    connected: usize,
-    errors: u64,
-    first_error: Option<Error>,
-}
-
-/// One bench thread: connects connections `ids`, waits for the common
-/// start, drives them all on its own runtime, and hands back the outcomes.
-fn worker(
-    ids: Vec<usize>,
-    endpoint: Endpoint,
-    kind: Kind,
-    use_uring: bool,
-    ready_tx: tokio::sync::mpsc::Sender<Ready>,
-    go_rx: std::sync::mpsc::Receiver<Arc<Shared>>,
-    done_tx: tokio::sync::oneshot::Sender<ThreadResult>,
-) {
-    #[cfg(target_os = "linux")]
-    if use_uring {
-        return uring_worker(ids, endpoint, ready_tx, go_rx, done_tx);
-    }
-    let _ = use_uring;
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            let _ = ready_tx.blocking_send(Ready {
-                connected: 0,
-                errors: ids.len() as u64,
-                first_error: Some(Error::io("starting a bench runtime", e)),
-            });
-            return;
-        }
-    };
-    let (conns, ready) = runtime.block_on(async {
-        let mut connecting = tokio::task::JoinSet::new();
-        for id in ids {
-            let endpoint = endpoint.clone();
-            connecting.spawn(async move {
-                let conn = match kind {
-                    Kind::Stream => Stream::connect(&endpoint, Duration::from_secs(10))
-                        .await
-                        .map(Conn::Stream),
-                    Kind::Datagram => Datagram::connect(&endpoint).await.map(Conn::Datagram),
-                };
-                (id, conn)
-            });
-        }
-        let mut conns = Vec::new();
-        let mut ready = Ready {
-            connected: 0,
-            errors: 0,
-            first_error: None,
-        };
-        while let Some(joined) = connecting.join_next().await {
-            match joined {
-                Ok((id, Ok(conn))) => conns.push((id, conn)),
-                Ok((_, Err(e))) => {
-                    ready.errors += 1;
-                    ready.first_error.get_or_insert(e);
-                }
-                Err(_) => ready.errors += 1,
-            }
-        }
-        ready.connected = conns.len();
-        (conns, ready)
-    });
-    let nothing = conns.is_empty();
-    if ready_tx.blocking_send(ready).is_err() || nothing {
-        return;
-    }
-    drop(ready_tx);
-    let Ok(shared) = go_rx.recv() else { return };
-    let outcomes = runtime.block_on(async {
-        let mut tasks = tokio::task::JoinSet::new();
-        for (id, conn) in conns {
-            let shared = shared.clone();
-            tasks.spawn(async move {
-                let outcome = match conn {
-                    Conn::Stream(s) => stream::drive(id, s, &shared).await,
-                    Conn::Datagram(d) => datagram::drive(id, d, &shared).await,
-                };
-                shared.errors.fetch_add(outcome.errors, Ordering::Relaxed);
-                (id, outcome)
-            });
-        }
-        let mut outcomes = Vec::new();
-        while let Some(joined) = tasks.join_next().await {
-            if let Ok(pair) = joined {
-                outcomes.push(pair);
-            }
-        }
-        outcomes
-    });
-    let _ = done_tx.send((outcomes, take_latencies()));
 }
 
 /// The io_uring driver serves closed-loop TCP and Unix stream runs where

@@ -337,6 +337,7 @@ mod tests {
             connect_only: false,
             json: false,
             stop: CancellationToken::new(),
+            tls: Default::default(),
         }
     }
 

@@ -50,6 +50,8 @@ pub struct PingConfig {
     pub json: bool,
     /// Cancelled to stop early; the summary is still printed.
     pub stop: CancellationToken,
+    /// How a `tls://` server is verified.
+    pub tls: crate::transport::tls::ClientTlsOptions,
 }
 
 /// The outcome of a ping run.
@@ -217,6 +219,7 @@ mod tests {
             connect_only: false,
             json: false,
             stop: CancellationToken::new(),
+            tls: Default::default(),
         };
         let err = run(&config, &mut Vec::new()).await.unwrap_err();
         assert!(err.is_usage());

@@ -29,7 +29,10 @@ struct Connection {
 
 impl Connection {
     async fn open(config: &PingConfig) -> Result<Connection, Error> {
-        let stream = Stream::connect(&config.endpoint, config.timeout).await?;
+        let tls = crate::transport::tls::client_for(&config.endpoint, &config.tls)?;
+        let trace = crate::trace::Tracer::disabled();
+        let stream =
+            Stream::connect_with(&config.endpoint, config.timeout, &trace, tls.as_ref()).await?;
         let (reader, writer) = tokio::io::split(stream);
         Ok(Connection { reader, writer })
     }

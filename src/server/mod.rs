@@ -29,7 +29,7 @@ use crate::shutdown::Shutdown;
 use crate::trace::{TracedStream, Tracer};
 use crate::transport::datagram::BoundDatagram;
 use crate::transport::{Datagram, Listener, Peer, Stream};
-use guard::DatagramGuard;
+use guard::{AccessList, Admission, DatagramGuard, SourceSlot};
 
 /// The listen backlog when none is given: the kernel caps it at
 /// `net.core.somaxconn` (4096 on current Linux) anyway.
@@ -40,8 +40,21 @@ pub const DEFAULT_BACKLOG: u32 = 1024;
 /// at once so clients see the end of the stream rather than a hang.
 pub const DEFAULT_MAX_CONNS: usize = 10_000;
 
+/// How long a TLS client may take to finish its handshake (less when
+/// `--idle-timeout` is shorter): a silent client must not hold a slot.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long open connections may finish after a stop signal.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a connection may make no progress (no byte received, or a
+/// write that cannot complete) before it is closed. Long enough for any
+/// interactive session, short enough that peers that vanished without a
+/// FIN or a reset give their slot back within minutes. It bounds each
+/// operation, so a peer trickling a byte at a time is still served: the
+/// defence against slow peers holding slots is `--max-conns-per-ip` with
+/// `--max-conns`.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 /// Everything `serve` needs to know, free of any command-line type.
 #[derive(Debug, Clone)]
@@ -62,6 +75,16 @@ pub struct ServeConfig {
     pub drain_timeout: Duration,
     /// Answer datagrams from ports below 1024 (see [`guard`]).
     pub allow_low_ports: bool,
+    /// `--allow`/`--deny`: who is served (stream peers at accept, datagram
+    /// sources per datagram); Unix-domain peers are not filtered.
+    pub access: AccessList,
+    /// Stream connections open at once from one source address; `None`:
+    /// no limit but `max_conns`.
+    pub max_conns_per_ip: Option<usize>,
+    /// Datagram replies per second to one source address (a token bucket
+    /// with a burst of as many); 0: unlimited. Applies to sockets bound to
+    /// a non-loopback address (see [`guard::DatagramGuard`]).
+    pub udp_rate: u32,
     /// Where `listen`, `connection` and `closed` events go.
     pub events: Events,
     /// `--trace`: socket calls and the kernel's TCP view on standard error.
@@ -76,6 +99,11 @@ pub struct ServeConfig {
     pub threads: Option<usize>,
     /// Which engine serves TCP.
     pub engine: Engine,
+    /// The certificate `tls://` endpoints present (none given: a
+    /// self-signed one is made at start).
+    pub tls: crate::transport::tls::ServerTlsOptions,
+    /// Echo, discard or chargen.
+    pub mode: service::Mode,
 }
 
 /// How TCP connections are served.
@@ -98,14 +126,19 @@ impl ServeConfig {
             once: false,
             backlog: DEFAULT_BACKLOG,
             max_conns: DEFAULT_MAX_CONNS,
-            idle_timeout: None,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             allow_low_ports: false,
+            access: AccessList::default(),
+            max_conns_per_ip: None,
+            udp_rate: guard::rate::DEFAULT_UDP_RATE,
             events: Events::silent(),
             trace: Tracer::disabled(),
             pause_accept: None,
             threads: None,
             engine: Engine::Auto,
+            tls: Default::default(),
+            mode: service::Mode::Echo,
         }
     }
 }
@@ -119,6 +152,8 @@ pub struct Server {
     sockets: Vec<Bound>,
     /// The endpoints as really bound, in the order given.
     local: Vec<Endpoint>,
+    /// What `tls://` endpoints present; `None` when there are none.
+    tls: Option<crate::transport::tls::ServerTls>,
 }
 
 /// One bound socket of either kind.
@@ -126,6 +161,8 @@ pub struct Server {
 enum Bound {
     Stream(Listener),
     Datagram(BoundDatagram),
+    /// One connection handed over by inetd (`nowait`): served, then done.
+    Connection(Stream, Peer, Endpoint),
 }
 
 /// What every task of one server shares.
@@ -138,7 +175,12 @@ struct Context {
     force: CancellationToken,
     /// One permit per open stream connection (`--max-conns`).
     permits: Arc<Semaphore>,
+    /// `--allow`/`--deny` and `--max-conns-per-ip`, shared by every
+    /// listener and engine thread.
+    admission: Arc<Admission>,
     tracker: TaskTracker,
+    /// The TLS acceptor for `tls://` listeners.
+    tls: Option<crate::transport::tls::ServerTls>,
 }
 
 impl Server {
@@ -157,11 +199,6 @@ impl Server {
         for endpoint in &config.endpoints {
             match endpoint.kind() {
                 Kind::Stream => {
-                    if matches!(endpoint, Endpoint::Tls(_)) {
-                        return Err(Error::Usage(format!(
-                            "cannot listen on {endpoint}: TLS is not supported yet"
-                        )));
-                    }
                     let listener =
                         Listener::bind_traced(endpoint, config.backlog, &config.trace).await?;
                     tracing::debug!(endpoint = %listener.local_endpoint(), backlog = config.backlog, "listening");
@@ -176,10 +213,64 @@ impl Server {
                 }
             }
         }
+        // One certificate for every tls:// endpoint, valid for their names.
+        let tls = if config
+            .endpoints
+            .iter()
+            .any(|e| matches!(e, Endpoint::Tls(_)))
+        {
+            let names: Vec<String> = config
+                .endpoints
+                .iter()
+                .filter_map(|e| e.host_port())
+                .map(|hp| hp.host.to_string().trim_matches(['[', ']']).to_owned())
+                .collect();
+            Some(crate::transport::tls::ServerTls::new(&config.tls, &names)?)
+        } else {
+            None
+        };
         Ok(Server {
             config,
             sockets,
             local,
+            tls,
+        })
+    }
+
+    /// A server for sockets handed over instead of bound: by systemd
+    /// socket activation, or by inetd on standard input (see
+    /// [`crate::transport::inherit`]). `config.endpoints` is ignored.
+    pub async fn adopt(
+        config: ServeConfig,
+        fds: Vec<std::os::fd::OwnedFd>,
+    ) -> Result<Server, Error> {
+        use crate::transport::inherit::{Adopted, adopt};
+        if fds.is_empty() {
+            return Err(Error::Usage("no socket handed over".to_owned()));
+        }
+        let mut sockets = Vec::new();
+        let mut local = Vec::new();
+        for fd in fds {
+            match adopt(fd)? {
+                Adopted::Listener(listener) => {
+                    local.push(listener.local_endpoint().clone());
+                    sockets.push(Bound::Stream(listener));
+                }
+                Adopted::Datagram(bound) => {
+                    local.push(bound.local.clone());
+                    sockets.push(Bound::Datagram(bound));
+                }
+                Adopted::Connection(stream, peer, endpoint) => {
+                    local.push(endpoint.clone());
+                    sockets.push(Bound::Connection(stream, peer, endpoint));
+                }
+            }
+        }
+        Ok(Server {
+            config,
+            sockets,
+            local,
+            tls: None,
         })
     }
 
@@ -204,12 +295,18 @@ impl Server {
     pub async fn run_until(self, shutdown: Shutdown) -> Result<(), Error> {
         let ctx = Context {
             permits: Arc::new(Semaphore::new(self.config.max_conns)),
+            admission: Arc::new(Admission::new(
+                self.config.access.clone(),
+                self.config.max_conns_per_ip,
+            )),
             config: Arc::new(self.config),
             accepting: CancellationToken::new(),
             force: shutdown.force.clone(),
             tracker: TaskTracker::new(),
+            tls: self.tls,
         };
         let use_uring = uring_suits(&ctx.config);
+        let mut only_connections = false;
         let mut ring_listeners = Vec::new();
         for socket in self.sockets {
             match socket {
@@ -226,6 +323,13 @@ impl Server {
                 }
                 Bound::Stream(listener) => {
                     ctx.config.events.listen(listener.local_endpoint());
+                    if let (Endpoint::Tls(_), Some(tls)) = (listener.local_endpoint(), &ctx.tls)
+                        && let Some(fingerprint) = &tls.self_signed_fingerprint
+                    {
+                        ctx.config
+                            .events
+                            .tls_fingerprint(listener.local_endpoint(), fingerprint);
+                    }
                     let span =
                         tracing::info_span!("listener", endpoint = %listener.local_endpoint());
                     ctx.tracker
@@ -237,7 +341,20 @@ impl Server {
                     ctx.tracker
                         .spawn(datagram_loop(bound, ctx.clone()).instrument(span));
                 }
+                Bound::Connection(stream, peer, endpoint) => {
+                    let task_ctx = ctx.clone();
+                    let permit = ctx.permits.clone().try_acquire_owned().ok();
+                    ctx.tracker.spawn(async move {
+                        serve_connection(stream, peer, &endpoint, &task_ctx).await;
+                        drop(permit);
+                    });
+                    // Nothing else to accept: the server ends with it.
+                    only_connections = true;
+                }
             }
+        }
+        if only_connections {
+            ctx.accepting.cancel();
         }
         if !ring_listeners.is_empty() {
             #[cfg(target_os = "linux")]
@@ -274,9 +391,24 @@ impl Server {
     }
 }
 
+/// A server on the sockets this process should serve: the connection or
+/// datagram socket inetd put on standard input (`inetd`), else the sockets
+/// systemd passed (socket activation), else `config.endpoints`, bound.
+pub async fn open(config: ServeConfig, inetd: bool) -> Result<Server, Error> {
+    use crate::transport::inherit;
+    if inetd {
+        return Server::adopt(config, vec![inherit::stdin_socket()?]).await;
+    }
+    if let Some(fds) = inherit::systemd_sockets()? {
+        tracing::info!(sockets = fds.len(), "serving the sockets systemd passed");
+        return Server::adopt(config, fds).await;
+    }
+    Server::bind(config).await
+}
+
 /// The io_uring engine serves TCP endpoints when the kernel offers it and
 /// no option needs the accept loop and per-connection tasks (`--once`,
-/// `--trace`, `--trace-pause-accept`).
+/// `--trace`, `--trace-pause-accept`, `--mode` other than echo).
 fn uring_suits(config: &ServeConfig) -> bool {
     #[cfg(target_os = "linux")]
     {
@@ -284,6 +416,7 @@ fn uring_suits(config: &ServeConfig) -> bool {
             && !config.once
             && !config.trace.is_enabled()
             && config.pause_accept.is_none()
+            && config.mode == service::Mode::Echo
             && uring::available()
     }
     #[cfg(not(target_os = "linux"))]
@@ -313,6 +446,8 @@ fn spawn_uring(
         idle_timeout: ctx.config.idle_timeout,
         permits: ctx.permits.clone(),
         max_conns: ctx.config.max_conns,
+        admission: ctx.admission.clone(),
+        accept_errors: std::sync::Mutex::new(guard::rate::LogThrottle::new()),
         events: ctx.config.events.clone(),
         stop: AtomicBool::new(false),
         force: AtomicBool::new(false),
@@ -421,6 +556,12 @@ async fn accept_loop(listener: Listener, ctx: Context) {
                 continue;
             }
         };
+        // Before any byte is read: --allow/--deny, --max-conns-per-ip.
+        let Some(source) = admit(&ctx.admission, &peer) else {
+            trace.close(&peer, stream.tcp_fd());
+            drop(stream);
+            continue;
+        };
         let Ok(permit) = ctx.permits.clone().try_acquire_owned() else {
             refused += 1;
             // One log line a second at most, however hard we are pushed.
@@ -441,7 +582,7 @@ async fn accept_loop(listener: Listener, ctx: Context) {
         ctx.tracker.spawn(
             async move {
                 serve_connection(stream, peer, &task_endpoint, &task_ctx).await;
-                drop(permit);
+                drop((permit, source));
             }
             .instrument(span),
         );
@@ -454,6 +595,34 @@ async fn accept_loop(listener: Listener, ctx: Context) {
 async fn serve_connection(mut stream: Stream, peer: Peer, endpoint: &Endpoint, ctx: &Context) {
     let events = &ctx.config.events;
     events.connection(&peer, endpoint);
+    if let (Endpoint::Tls(_), Some(tls)) = (endpoint, &ctx.tls) {
+        let Stream::Tcp(tcp) = stream else {
+            return;
+        };
+        // The handshake runs in the connection's task, so a slow or silent
+        // client never holds up accepting; it is bounded like any read.
+        let limit = ctx
+            .config
+            .idle_timeout
+            .map_or(TLS_HANDSHAKE_TIMEOUT, |idle| {
+                idle.min(TLS_HANDSHAKE_TIMEOUT)
+            });
+        let handshake = tokio::select! {
+            done = tokio::time::timeout(limit, tls.acceptor.accept(tcp)) => {
+                done.unwrap_or_else(|_| Err(std::io::Error::from(std::io::ErrorKind::TimedOut)))
+            }
+            _ = ctx.force.cancelled() => Err(std::io::Error::other("closed by shutdown")),
+        };
+        match handshake {
+            Ok(tls_stream) => stream = Stream::Tls(Box::new(tls_stream.into())),
+            Err(e) => {
+                tracing::debug!(cause = %e, "TLS handshake failed");
+                let reason = format!("TLS handshake failed: {}", crate::error::reason(&e));
+                events.closed(&peer, endpoint, 0, 0, Some(&reason));
+                return;
+            }
+        }
+    }
     let trace = &ctx.config.trace;
     let tcp = stream.tcp_fd();
     let (greeting, idle) = (&ctx.config.greeting, ctx.config.idle_timeout);
@@ -464,9 +633,9 @@ async fn serve_connection(mut stream: Stream, peer: Peer, endpoint: &Endpoint, c
             // a wrapper, so the untraced echo is exactly what it was.
             if trace.is_enabled() {
                 let mut traced = TracedStream::new(&mut stream, trace, &peer, tcp);
-                service::echo(&mut traced, greeting, idle, &mut counts).await
+                serve_stream(ctx.config.mode, &mut traced, greeting, idle, &mut counts).await
             } else {
-                service::echo(&mut stream, greeting, idle, &mut counts).await
+                serve_stream(ctx.config.mode, &mut stream, greeting, idle, &mut counts).await
             }
         } => result,
         _ = ctx.force.cancelled() => Err(std::io::Error::other("closed by shutdown")),
@@ -490,6 +659,24 @@ async fn serve_connection(mut stream: Stream, peer: Peer, endpoint: &Endpoint, c
     );
 }
 
+/// The stream service `mode` names, over any stream.
+async fn serve_stream<S>(
+    mode: service::Mode,
+    stream: &mut S,
+    greeting: &[u8],
+    idle: Option<Duration>,
+    counts: &mut service::Counts,
+) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + service::ReadReady + Unpin,
+{
+    match mode {
+        service::Mode::Echo => service::echo(stream, greeting, idle, counts).await,
+        service::Mode::Discard => service::discard(stream, greeting, idle, counts).await,
+        service::Mode::Chargen => service::chargen(stream, greeting, idle, counts).await,
+    }
+}
+
 /// Receives datagrams and echoes each one the guard lets through, until
 /// told to stop (or, with `--once`, after one).
 async fn datagram_loop(bound: BoundDatagram, ctx: Context) {
@@ -501,7 +688,15 @@ async fn datagram_loop(bound: BoundDatagram, ctx: Context) {
         }),
         _ => None,
     };
-    let guard = DatagramGuard::new(local_ip, ctx.config.allow_low_ports);
+    let mut guard = DatagramGuard::new(
+        local_ip,
+        ctx.config.allow_low_ports,
+        ctx.config.access.clone(),
+        ctx.config.udp_rate,
+    );
+    // Dropped datagrams are logged at most once a second, with a count:
+    // a flood of them must not become a flood of log lines.
+    let mut drops = guard::rate::LogThrottle::new();
     // One buffer for the socket's lifetime: no allocation per datagram.
     let mut buf = vec![0u8; socket.max_datagram()];
     loop {
@@ -526,16 +721,44 @@ async fn datagram_loop(bound: BoundDatagram, ctx: Context) {
                 continue;
             }
         };
-        if let Err(why) = guard.check(&peer) {
-            tracing::debug!(%peer, why, "datagram dropped");
+        if let Err(why) = guard.check(&peer, Instant::now()) {
+            if let Some(dropped) = drops.hit(Instant::now()) {
+                tracing::warn!(%peer, why, dropped, "datagrams dropped, no reply");
+            }
             continue;
         }
-        if let Err(e) = socket.send_to(&buf[..n], &peer).await {
+        let reply = match ctx.config.mode {
+            service::Mode::Echo => Some(&buf[..n]),
+            service::Mode::Discard => None,
+            service::Mode::Chargen => Some(service::chargen_datagram(n)),
+        };
+        if let Some(reply) = reply
+            && let Err(e) = socket.send_to(reply, &peer).await
+        {
             tracing::debug!(%peer, cause = %e, "reply failed");
         }
         if ctx.config.once {
             ctx.accepting.cancel();
             return;
+        }
+    }
+}
+
+/// Decides, right after accept and before any byte is read, whether a
+/// stream peer is served (`--allow`/`--deny`, `--max-conns-per-ip`); the
+/// slot returned is held for the connection's life. `None`: close it now.
+/// Refusals are logged at most once a second, with their count.
+pub(crate) fn admit(admission: &Admission, peer: &Peer) -> Option<SourceSlot> {
+    let Peer::Ip(addr) = peer else {
+        return Some(SourceSlot::uncounted());
+    };
+    match admission.admit(addr.ip()) {
+        Ok(slot) => Some(slot),
+        Err(why) => {
+            if let Some(refused) = admission.note_refusal(Instant::now()) {
+                tracing::warn!(%peer, refused, why = %why, "connection refused");
+            }
+            None
         }
     }
 }

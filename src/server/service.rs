@@ -63,21 +63,33 @@ where
 /// buffer only then.
 pub trait ReadReady {
     /// Ready when a read would not wait (data, end of stream or an error).
-    fn poll_read_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>>;
+    fn poll_read_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>>;
 }
 
 impl ReadReady for crate::transport::Stream {
-    fn poll_read_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+    fn poll_read_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
         match self {
             crate::transport::Stream::Tcp(s) => s.poll_read_ready(cx),
             crate::transport::Stream::Unix(s) => s.poll_read_ready(cx),
+            // Decrypted bytes may wait inside the TLS layer while the socket
+            // has nothing new: the read itself must be asked.
+            crate::transport::Stream::Tls(_) => std::task::Poll::Ready(Ok(())),
         }
     }
 }
 
 impl ReadReady for tokio::io::DuplexStream {
     /// In-memory pipes (tests): always worth a read.
-    fn poll_read_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+    fn poll_read_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
 }
@@ -97,7 +109,8 @@ struct Buffer(Option<Box<[u8]>>);
 
 impl Buffer {
     fn take() -> Buffer {
-        let buf = POOL.with_borrow_mut(Vec::pop)
+        let buf = POOL
+            .with_borrow_mut(Vec::pop)
             .unwrap_or_else(|| vec![0u8; STREAM_BUFFER].into_boxed_slice());
         Buffer(Some(buf))
     }
@@ -124,6 +137,116 @@ impl Drop for Buffer {
                     pool.push(buf);
                 }
             });
+        }
+    }
+}
+
+/// Which classic small service a server runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// RFC 862: every byte or datagram comes back.
+    #[default]
+    Echo,
+    /// RFC 863: everything is read and thrown away; nothing is sent.
+    Discard,
+    /// RFC 864: a stream of rotating 72-character lines; over UDP one
+    /// datagram of them per datagram received.
+    Chargen,
+}
+
+/// RFC 864's 95 printable characters, each line 72 of them starting one
+/// further along, then CR LF: the whole cycle of 95 lines.
+fn chargen_cycle() -> &'static [u8] {
+    static CYCLE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    CYCLE.get_or_init(|| {
+        let printable: Vec<u8> = (b' '..=b'~').collect();
+        let mut cycle = Vec::with_capacity(95 * 74);
+        for line in 0..printable.len() {
+            cycle.extend((0..72).map(|i| printable[(line + i) % printable.len()]));
+            cycle.extend_from_slice(b"\r\n");
+        }
+        cycle
+    })
+}
+
+/// The reply to a chargen datagram of `request_len` bytes: RFC 864 answers
+/// with up to 512 characters; never more than the request, so a spoofed
+/// source cannot be flooded with more than it (seemingly) sent.
+pub fn chargen_datagram(request_len: usize) -> &'static [u8] {
+    &chargen_cycle()[..request_len.min(512)]
+}
+
+/// RFC 863 over a stream: reads and counts everything until the peer's end
+/// of stream, sends nothing (but the greeting), then closes.
+pub async fn discard<S>(
+    stream: &mut S,
+    greeting: &[u8],
+    idle: Option<Duration>,
+    counts: &mut Counts,
+) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + ReadReady + Unpin,
+{
+    if !greeting.is_empty() {
+        within(idle, stream.write_all(greeting)).await?;
+        counts.bytes_out += greeting.len() as u64;
+    }
+    loop {
+        within(idle, std::future::poll_fn(|cx| stream.poll_read_ready(cx))).await?;
+        let mut buf = Buffer::take();
+        let n = within(idle, stream.read(&mut buf)).await?;
+        if n == 0 {
+            break;
+        }
+        counts.bytes_in += n as u64;
+    }
+    within(idle, stream.shutdown()).await
+}
+
+/// RFC 864 over a stream: sends the rotating lines for as long as the peer
+/// reads them (a peer that stops reading stalls only itself), reading and
+/// discarding what it sends, until it closes or half-closes.
+pub async fn chargen<S>(
+    stream: &mut S,
+    greeting: &[u8],
+    idle: Option<Duration>,
+    counts: &mut Counts,
+) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if !greeting.is_empty() {
+        within(idle, stream.write_all(greeting)).await?;
+        counts.bytes_out += greeting.len() as u64;
+    }
+    let cycle = chargen_cycle();
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let mut offset = 0usize;
+    let mut scratch = [0u8; 512];
+    // The peer's half-close does not end chargen (it still reads, as
+    // `nc HOST 19 </dev/null` does): only its close does, seen as a failed
+    // write, which is chargen's normal end.
+    let mut reading = true;
+    loop {
+        tokio::select! {
+            read = within(idle, reader.read(&mut scratch)), if reading => {
+                match read? {
+                    0 => reading = false,
+                    n => counts.bytes_in += n as u64,
+                }
+            }
+            written = within(idle, writer.write(&cycle[offset..])) => {
+                let n = match written {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => n,
+                    Err(e) if matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset) => {
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e),
+                };
+                counts.bytes_out += n as u64;
+                offset = (offset + n) % cycle.len();
+            }
         }
     }
 }

@@ -38,8 +38,8 @@ use crate::transport::Peer;
 /// Receive buffers per thread, and their size: enough for many connections
 /// mid-echo at once; a connection holds one only between a receive and the
 /// end of its echo.
-const BUFFERS: u16 = 1024;
-const BUFFER_SIZE: usize = 64 * 1024;
+const BUFFERS: u16 = 512;
+const BUFFER_SIZE: usize = 32 * 1024;
 /// The buffer group id of the pool.
 const GROUP: u16 = 0;
 
@@ -106,6 +106,11 @@ pub struct Shared {
     pub permits: Arc<Semaphore>,
     /// The limit, for the refusal log line.
     pub max_conns: usize,
+    /// `--allow`/`--deny` and `--max-conns-per-ip`, decided at accept.
+    pub admission: Arc<super::guard::Admission>,
+    /// Descriptor exhaustion is logged at most once a second (every thread
+    /// retries every ACCEPT_BACKOFF).
+    pub accept_errors: std::sync::Mutex<super::guard::rate::LogThrottle>,
     /// Where connection events go.
     pub events: Events,
     /// Stop accepting; open connections finish.
@@ -118,6 +123,9 @@ struct Conn {
     fd: OwnedFd,
     /// Released when the connection ends.
     _permit: OwnedSemaphorePermit,
+    /// Its place in the per-source count (`--max-conns-per-ip`), freed
+    /// when the connection ends.
+    _source: super::guard::SourceSlot,
     peer: Peer,
     listener: u16,
     bytes_in: u64,
@@ -143,6 +151,8 @@ struct Conn {
     ending: Option<String>,
     /// The peer ended its side: finish after the echo in flight.
     eof: bool,
+    /// When an operation of its last completed (or it was accepted).
+    last_active: Instant,
 }
 
 /// Runs one engine thread until the server stops and its connections end.
@@ -160,7 +170,9 @@ pub fn run_thread(shared: &Shared) -> io::Result<()> {
         waiting_for_buffer: Vec::new(),
         accepts_in_flight: 0,
         accept_retry: vec![false; shared.listeners.len()],
-        idle: shared.idle_timeout.map(types::Timespec::from),
+        idle: shared.idle_timeout,
+        now: Instant::now(),
+        next_sweep: Instant::now(),
         backoff: types::Timespec::from(ACCEPT_BACKOFF),
         pool_addr: pool.as_mut_ptr(),
         stopping: false,
@@ -183,7 +195,13 @@ struct Thread {
     accepts_in_flight: usize,
     /// Listeners whose accept waits out a descriptor-exhaustion backoff.
     accept_retry: Vec<bool>,
-    idle: Option<types::Timespec>,
+    /// `--idle-timeout`, enforced by [`Thread::sweep`].
+    idle: Option<Duration>,
+    /// The time as of the last wake-up: one clock read per round, not one
+    /// per completion.
+    now: Instant,
+    /// When idle connections are next looked for.
+    next_sweep: Instant,
     backoff: types::Timespec,
     pool_addr: *mut u8,
     stopping: bool,
@@ -238,6 +256,8 @@ impl Thread {
                 Err(e) if matches!(e.raw_os_error(), Some(ETIME | EINTR | EBUSY)) => {}
                 Err(e) => return Err(e),
             }
+            self.now = Instant::now();
+            self.sweep(ring, shared)?;
             done.clear();
             done.extend(
                 ring.completion()
@@ -283,7 +303,14 @@ impl Thread {
         self.accepts_in_flight -= 1;
         if result < 0 {
             if matches!(-result, EMFILE | ENFILE | ENOBUFS) && !self.stopping {
-                tracing::warn!(cause = %io::Error::from_raw_os_error(-result), retry_in = ?ACCEPT_BACKOFF, "cannot accept");
+                let due = shared
+                    .accept_errors
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .hit(Instant::now());
+                if let Some(failed) = due {
+                    tracing::warn!(cause = %io::Error::from_raw_os_error(-result), failed, retry_in = ?ACCEPT_BACKOFF, "cannot accept");
+                }
                 let entry = opcode::Timeout::new(&self.backoff)
                     .build()
                     .user_data(((i as u64) << 3) | OP_ACCEPT_RETRY);
@@ -303,6 +330,15 @@ impl Thread {
             return Ok(()); // accepted as the stop came: dropped, closing it
         }
         self.arm_accept(ring, shared, i)?;
+        let sock = SockRef::from(&fd);
+        let peer = match sock.peer_addr().ok().and_then(|a| a.as_socket()) {
+            Some(addr) => Peer::Ip(addr),
+            None => Peer::Ip(SocketAddr::from(([0, 0, 0, 0], 0))),
+        };
+        // Before any byte is read: --allow/--deny, --max-conns-per-ip.
+        let Some(source) = super::admit(&shared.admission, &peer) else {
+            return Ok(()); // dropped: closed at once
+        };
         let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
             self.refused += 1;
             if self
@@ -318,16 +354,12 @@ impl Thread {
             }
             return Ok(()); // dropped: the client reads the end of the stream
         };
-        let sock = SockRef::from(&fd);
         let _ = sock.set_tcp_nodelay(true);
-        let peer = match sock.peer_addr().ok().and_then(|a| a.as_socket()) {
-            Some(addr) => Peer::Ip(addr),
-            None => Peer::Ip(SocketAddr::from(([0, 0, 0, 0], 0))),
-        };
         shared.events.connection(&peer, &shared.listeners[i].1);
         let conn = Conn {
             fd,
             _permit: permit,
+            _source: source,
             peer,
             listener: i as u16,
             bytes_in: 0,
@@ -343,6 +375,7 @@ impl Thread {
             full: false,
             ending: None,
             eof: false,
+            last_active: self.now,
         };
         let slot = match self.free.pop() {
             Some(slot) => {
@@ -456,11 +489,12 @@ impl Thread {
         result: i32,
         flags: u32,
     ) -> io::Result<()> {
-        let forced = self.forced;
+        let (forced, now) = (self.forced, self.now);
         let Some(conn) = self.conns[slot].as_mut() else {
             return Ok(());
         };
         conn.recv_in_flight = false;
+        conn.last_active = now;
         if result > 0 {
             let Some(bid) = cqueue::buffer_select(flags) else {
                 conn.ending = Some("receive without a buffer".to_owned());
@@ -482,7 +516,8 @@ impl Thread {
             conn.starved = true;
             self.waiting_for_buffer.push(slot as u32);
         } else {
-            conn.ending = Some(ending_reason(result, forced));
+            conn.ending
+                .get_or_insert_with(|| ending_reason(result, forced));
         }
         self.advance(ring, shared, slot as u32)
     }
@@ -494,13 +529,15 @@ impl Thread {
         slot: usize,
         result: i32,
     ) -> io::Result<()> {
-        let forced = self.forced;
+        let (forced, now) = (self.forced, self.now);
         let Some(conn) = self.conns[slot].as_mut() else {
             return Ok(());
         };
         conn.send_in_flight = false;
+        conn.last_active = now;
         if result < 0 {
-            conn.ending = Some(ending_reason(result, forced));
+            conn.ending
+                .get_or_insert_with(|| ending_reason(result, forced));
             return self.advance(ring, shared, slot as u32);
         }
         conn.send_off += result as u32;
@@ -554,17 +591,46 @@ impl Thread {
         self.push_with_idle(ring, entry)
     }
 
-    /// Pushes `entry`, linked to an idle timeout when one is set: an
-    /// operation that makes no progress for that long is cancelled and the
-    /// connection ends with "idle timeout".
+    /// Pushes a connection's operation.
     fn push_with_idle(&self, ring: &mut IoUring, entry: squeue::Entry) -> io::Result<()> {
-        match &self.idle {
-            None => push(ring, &entry),
-            Some(idle) => {
-                let timeout = opcode::LinkTimeout::new(idle).build().user_data(OP_IGNORE);
-                push_pair(ring, &entry.flags(squeue::Flags::IO_LINK), &timeout)
+        push(ring, &entry)
+    }
+
+    /// `--idle-timeout`: ends connections that made no progress for that
+    /// long, looked for a few times per timeout (at most once a second).
+    /// A linked timeout on every operation would do the same at the price
+    /// of an extra submission and completion per message; a connection's
+    /// last progress costs one store per completion instead.
+    fn sweep(&mut self, ring: &mut IoUring, shared: &Shared) -> io::Result<()> {
+        let Some(idle) = self.idle else {
+            return Ok(());
+        };
+        if self.now < self.next_sweep {
+            return Ok(());
+        }
+        self.next_sweep =
+            self.now + (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let mut starved = Vec::new();
+        for (slot, conn) in self.conns.iter_mut().enumerate() {
+            let Some(conn) = conn else { continue };
+            if conn.ending.is_none() && self.now.duration_since(conn.last_active) >= idle {
+                conn.ending = Some("idle timeout".to_owned());
+                // Its operations in flight end with an end of stream or an
+                // error, and `advance` then closes it.
+                let _ = SockRef::from(&conn.fd).shutdown(std::net::Shutdown::Both);
+                if conn.starved {
+                    starved.push(slot as u32);
+                }
             }
         }
+        for slot in starved {
+            self.waiting_for_buffer.retain(|s| *s != slot);
+            if let Some(conn) = self.conns[slot as usize].as_mut() {
+                conn.starved = false;
+            }
+            self.advance(ring, shared, slot)?;
+        }
+        Ok(())
     }
 }
 
@@ -573,13 +639,10 @@ fn conn_ok(conn: &Option<Conn>) -> bool {
 }
 
 fn ending_reason(result: i32, forced: bool) -> String {
-    if -result == ECANCELED {
-        if forced {
-            "closed by shutdown"
-        } else {
-            "idle timeout"
-        }
-        .to_owned()
+    // Only a forced stop cancels operations (idle connections are shut
+    // down instead, and already carry their reason).
+    if -result == ECANCELED || forced {
+        "closed by shutdown".to_owned()
     } else {
         crate::error::reason(&io::Error::from_raw_os_error(-result))
     }
@@ -603,23 +666,6 @@ fn push(ring: &mut IoUring, entry: &squeue::Entry) -> io::Result<()> {
         // alive for the whole loop, or at timespecs owned by the thread
         // state; see the module docs.
         if unsafe { ring.submission().push(entry) }.is_ok() {
-            return Ok(());
-        }
-        ring.submit()?;
-    }
-}
-
-/// Pushes two linked entries together (they must not be split by a
-/// submission in between).
-fn push_pair(ring: &mut IoUring, first: &squeue::Entry, second: &squeue::Entry) -> io::Result<()> {
-    loop {
-        // SAFETY: as for `push`.
-        if unsafe {
-            ring.submission()
-                .push_multiple(&[first.clone(), second.clone()])
-        }
-        .is_ok()
-        {
             return Ok(());
         }
         ring.submit()?;

@@ -123,6 +123,24 @@ impl Datagram {
         }
     }
 
+    /// A datagram socket handed over (systemd, inetd `wait`), serving
+    /// `local`.
+    pub(crate) fn adopt(fd: std::os::fd::OwnedFd, local: Endpoint) -> io::Result<BoundDatagram> {
+        let socket = match local {
+            Endpoint::UnixDgram(_) => Datagram::Unix(async_unix(std_unix::UnixDatagram::from(fd))?),
+            _ => {
+                let s = std::net::UdpSocket::from(fd);
+                s.set_nonblocking(true)?;
+                Datagram::Udp(UdpSocket::from_std(s)?)
+            }
+        };
+        Ok(BoundDatagram {
+            socket,
+            local,
+            _file: None,
+        })
+    }
+
     /// A client socket connected to `endpoint`: bound to an ephemeral
     /// address of its own (Unix clients get a unique abstract name, since
     /// an unnamed Unix socket cannot receive replies), and connected so

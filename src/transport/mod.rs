@@ -4,9 +4,13 @@
 //! - [`stream`]: TCP and Unix stream sockets as one [`Stream`] (an
 //!   `AsyncRead + AsyncWrite` with half-close) and one [`Listener`].
 //! - [`datagram`]: UDP and Unix datagram sockets as one [`Datagram`].
+//! - [`tls`]: rustls configuration for `tls://` endpoints (the handshake
+//!   turns a TCP [`Stream`] into a TLS one).
 
 pub mod datagram;
+pub mod inherit;
 pub mod stream;
+pub mod tls;
 
 pub use datagram::{Datagram, DatagramPeer};
 pub use stream::{Listener, Peer, Stream};

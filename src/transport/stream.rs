@@ -31,6 +31,8 @@ pub enum Stream {
     Tcp(TcpStream),
     /// Unix-domain stream socket.
     Unix(UnixStream),
+    /// TLS over TCP (client or server side), boxed: its state is large.
+    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
 }
 
 /// Who is on the other end of a stream.
@@ -81,7 +83,46 @@ impl Stream {
     /// Connects to a stream endpoint, trying each resolved address in turn,
     /// each attempt bounded by `timeout`.
     pub async fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Stream, Error> {
-        Stream::connect_traced(endpoint, timeout, &Tracer::disabled()).await
+        Stream::connect_with(endpoint, timeout, &Tracer::disabled(), None).await
+    }
+
+    /// [`connect_traced`](Stream::connect_traced), then, for `tls://`
+    /// endpoints, the TLS handshake (bounded by `timeout` too), verifying
+    /// the server with `tls` (or, when `None`, against the system's roots).
+    pub async fn connect_with(
+        endpoint: &Endpoint,
+        timeout: Duration,
+        trace: &Tracer,
+        tls: Option<&super::tls::ClientTls>,
+    ) -> Result<Stream, Error> {
+        let stream = Stream::connect_traced(endpoint, timeout, trace).await?;
+        let (hp, tcp) = match (endpoint, stream) {
+            (Endpoint::Tls(hp), Stream::Tcp(tcp)) => (hp, tcp),
+            (_, stream) => return Ok(stream),
+        };
+        let default;
+        let tls = match tls {
+            Some(tls) => tls,
+            None => {
+                default = super::tls::ClientTls::new(&Default::default())?;
+                &default
+            }
+        };
+        let host = hp.host.to_string();
+        let handshake = tokio::time::timeout(timeout, tls.handshake(&host, tcp))
+            .await
+            .unwrap_or_else(|_| Err(io::Error::from(io::ErrorKind::TimedOut)))
+            .map_err(|e| {
+                let unverified = e.to_string().contains("certificate");
+                let mut err = Error::connect(endpoint, e);
+                if let (true, Error::Connect { reason, .. }) = (unverified, &mut err) {
+                    reason.push_str(
+                        " (trust its CA with --tls-ca FILE, or skip checks with --insecure)",
+                    );
+                }
+                err
+            })?;
+        Ok(Stream::Tls(Box::new(handshake.into())))
     }
 
     /// [`connect`](Stream::connect), tracing the socket and connect calls
@@ -157,11 +198,27 @@ impl Stream {
         attempt.await.map_err(|e| Error::connect(endpoint, e))
     }
 
+    /// A connected stream socket handed over (inetd `nowait`).
+    pub(crate) fn adopt(fd: std::os::fd::OwnedFd) -> io::Result<Stream> {
+        let is_unix = SockRef::from(&fd).domain()? == socket2::Domain::UNIX;
+        if is_unix {
+            let s = std_unix::UnixStream::from(fd);
+            s.set_nonblocking(true)?;
+            Ok(Stream::Unix(UnixStream::from_std(s)?))
+        } else {
+            let s = std::net::TcpStream::from(fd);
+            s.set_nonblocking(true)?;
+            let _ = s.set_nodelay(true);
+            Ok(Stream::Tcp(TcpStream::from_std(s)?))
+        }
+    }
+
     /// The remote end.
     pub fn peer(&self) -> io::Result<Peer> {
         match self {
             Stream::Tcp(s) => Ok(Peer::Ip(s.peer_addr()?)),
             Stream::Unix(s) => Ok(unix_peer(s)),
+            Stream::Tls(s) => Ok(Peer::Ip(s.get_ref().0.peer_addr()?)),
         }
     }
 
@@ -171,6 +228,7 @@ impl Stream {
         match self {
             Stream::Tcp(s) => Some(s.as_raw_fd()),
             Stream::Unix(_) => None,
+            Stream::Tls(s) => Some(s.get_ref().0.as_raw_fd()),
         }
     }
 }
@@ -209,6 +267,7 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -222,6 +281,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -229,6 +289,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
             Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -238,6 +299,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 
@@ -249,6 +311,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Stream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -347,6 +410,28 @@ impl Listener {
                 "{endpoint} is a datagram endpoint, not a stream"
             ))),
         }
+    }
+
+    /// A listening socket handed over (systemd, inetd `wait`), serving
+    /// `local`.
+    pub(crate) fn adopt(fd: std::os::fd::OwnedFd, local: Endpoint) -> io::Result<Listener> {
+        let inner = match local {
+            Endpoint::Unix(_) => {
+                let l = std_unix::UnixListener::from(fd);
+                l.set_nonblocking(true)?;
+                ListenerInner::Unix(UnixListener::from_std(l)?)
+            }
+            _ => {
+                let l = std::net::TcpListener::from(fd);
+                l.set_nonblocking(true)?;
+                ListenerInner::Tcp(TcpListener::from_std(l)?)
+            }
+        };
+        Ok(Listener {
+            inner,
+            local,
+            _file: None,
+        })
     }
 
     /// The endpoint as really bound (ephemeral port filled in).

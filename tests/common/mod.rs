@@ -766,3 +766,29 @@ pub fn assert_datagrams_echo(endpoint: &str) {
         );
     }
 }
+
+/// Whether interop tests must run (`SOCKECHO_REQUIRE_INTEROP=1`, as `.ci/run`
+/// sets): then a missing tool fails the test instead of skipping it.
+pub fn interop_required() -> bool {
+    std::env::var("SOCKECHO_REQUIRE_INTEROP").is_ok_and(|v| v == "1")
+}
+
+/// True if `name` is on PATH. If it is not: a visible note and `false`, or,
+/// when interop is required, a failed test.
+#[track_caller]
+pub fn require_tool(name: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path).any(|dir| {
+        std::fs::metadata(dir.join(name))
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    });
+    if !found {
+        assert!(
+            !interop_required(),
+            "{name} is not installed, and SOCKECHO_REQUIRE_INTEROP=1 says interop tests must run"
+        );
+        eprintln!("note: {name} is not installed; skipping this interop test");
+    }
+    found
+}
