@@ -11,30 +11,6 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 
-fn required() -> bool {
-    std::env::var("SOCKECHO_REQUIRE_INTEROP").is_ok_and(|v| v == "1")
-}
-
-/// Whether `name` is on PATH. Missing: a note and `false`, or a failure
-/// when interop is required.
-fn require_tool(name: &str) -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path).any(|dir| is_executable(&dir.join(name)));
-    if !found {
-        assert!(
-            !required(),
-            "{name} is not installed, and SOCKECHO_REQUIRE_INTEROP=1 says interop tests must run"
-        );
-        eprintln!("note: {name} is not installed; skipping this interop test");
-    }
-    found
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
 /// The lesson's scripts: `$SOCKECHO_LESSON_DIR`, else `../shared/lesson`
 /// next to the crate, else the copy in `tests/lesson`.
 fn lesson_dir() -> Option<PathBuf> {
@@ -51,7 +27,7 @@ fn lesson_dir() -> Option<PathBuf> {
         }
     }
     assert!(
-        !required(),
+        !interop_required(),
         "the lesson's scripts are missing (set SOCKECHO_LESSON_DIR), and \
          SOCKECHO_REQUIRE_INTEROP=1 says interop tests must run"
     );

@@ -7,36 +7,7 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::*;
-
-fn required() -> bool {
-    std::env::var("SOCKECHO_REQUIRE_INTEROP").is_ok_and(|v| v == "1")
-}
-
-/// Whether `name` is on PATH. Missing: a note and `false`, or a failure
-/// when interop is required.
-fn require_tool(name: &str) -> bool {
-    let found = has_tool(name);
-    if !found {
-        assert!(
-            !required(),
-            "{name} is not installed, and SOCKECHO_REQUIRE_INTEROP=1 says interop tests must run"
-        );
-        eprintln!("note: {name} is not installed; skipping this interop test");
-    }
-    found
-}
-
-fn has_tool(name: &str) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path).any(|dir| {
-        std::fs::metadata(Path::new(&dir).join(name))
-            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    })
-}
 
 const SHELLS: [&str; 5] = ["bash", "zsh", "fish", "powershell", "elvish"];
 

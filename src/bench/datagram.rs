@@ -6,7 +6,6 @@
 
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
-use std::sync::atomic::Ordering;
 use std::task::Poll;
 
 use tokio::io::ReadBuf;
@@ -64,24 +63,12 @@ pub(super) async fn drive(id: usize, socket: Datagram, shared: &Shared) -> Outco
         let now = Instant::now();
         due.extend(std::iter::repeat_n(now, capacity));
     }
-    let mut deadline = Box::pin(sleep_until(shared.end));
-    let mut stop = Box::pin(shared.halt.clone().cancelled_owned());
-    let mut registered = false;
+    let mut end = super::RunEnd::new(shared);
     let mut loss_timer = Box::pin(sleep_until(shared.end));
 
     let ending = poll_fn(|cx| {
-        // The timer and the stop signal need polling once to register this
-        // task's waker (a task's waker never changes); after that a flag
-        // check is enough, and far cheaper per message.
-        if registered {
-            if deadline.is_elapsed() || shared.halted.load(Ordering::Relaxed) {
-                return Poll::Ready(Ending::Done);
-            }
-        } else {
-            registered = true;
-            if deadline.as_mut().poll(cx).is_ready() || stop.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Ending::Done);
-            }
+        if end.poll(cx, shared) {
+            return Poll::Ready(Ending::Done);
         }
         if let Some(pacer) = pacer.as_mut() {
             while let Some(at) = pacer.poll_due(cx) {

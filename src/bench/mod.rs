@@ -149,6 +149,34 @@ impl Shared {
     }
 }
 
+/// The end of a connection's run: the deadline, or the user's stop.
+struct RunEnd {
+    deadline: std::pin::Pin<Box<Sleep>>,
+    stop: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    registered: bool,
+}
+
+impl RunEnd {
+    fn new(shared: &Shared) -> RunEnd {
+        RunEnd {
+            deadline: Box::pin(sleep_until(shared.end)),
+            stop: Box::pin(shared.halt.clone().cancelled_owned()),
+            registered: false,
+        }
+    }
+
+    /// True once the run is over. The timer and the stop signal are polled
+    /// once, to register the task's waker (a task's waker never changes);
+    /// after that two flag checks are enough, far cheaper per message.
+    fn poll(&mut self, cx: &mut Context<'_>, shared: &Shared) -> bool {
+        if self.registered {
+            return self.deadline.is_elapsed() || shared.halted.load(Ordering::Relaxed);
+        }
+        self.registered = true;
+        self.deadline.as_mut().poll(cx).is_ready() || self.stop.as_mut().poll(cx).is_ready()
+    }
+}
+
 /// An open-loop schedule: yields each intended send time once it is due.
 struct Pacer {
     next: Instant,

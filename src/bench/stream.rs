@@ -8,14 +8,13 @@
 //! clock read per `read` call, however many messages it completed.
 
 use std::collections::VecDeque;
-use std::future::{Future, poll_fn};
+use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::task::Poll;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
 
 use super::pattern::{PERIOD, Pattern};
 use super::{Ending, MAX_QUEUED, Outcome, Shared};
@@ -41,23 +40,11 @@ pub(super) async fn drive(id: usize, mut stream: Stream, shared: &Shared) -> Out
             queued += size;
         }
     }
-    let mut deadline = Box::pin(sleep_until(shared.end));
-    let mut stop = Box::pin(shared.halt.clone().cancelled_owned());
-    let mut registered = false;
+    let mut end = super::RunEnd::new(shared);
 
     let ending = poll_fn(|cx| {
-        // The timer and the stop signal need polling once to register this
-        // task's waker (a task's waker never changes); after that a flag
-        // check is enough, and far cheaper per message.
-        if registered {
-            if deadline.is_elapsed() || shared.halted.load(Ordering::Relaxed) {
-                return Poll::Ready(Ending::Done);
-            }
-        } else {
-            registered = true;
-            if deadline.as_mut().poll(cx).is_ready() || stop.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Ending::Done);
-            }
+        if end.poll(cx, shared) {
+            return Poll::Ready(Ending::Done);
         }
         if let Some(pacer) = pacer.as_mut() {
             while let Some(due) = pacer.poll_due(cx) {

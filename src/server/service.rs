@@ -37,26 +37,54 @@ pub async fn echo<S>(
 where
     S: AsyncRead + AsyncWrite + ReadReady + Unpin,
 {
-    if !greeting.is_empty() {
-        within(idle, stream.write_all(greeting)).await?;
-        counts.bytes_out += greeting.len() as u64;
-    }
+    greet(stream, greeting, idle, counts).await?;
     loop {
-        // Wait for data before taking a buffer: an idle connection holds
-        // none (ten thousand idle connections would otherwise pin 160 MiB).
-        within(idle, std::future::poll_fn(|cx| stream.poll_read_ready(cx))).await?;
-        let mut buf = Buffer::take();
-        let n = within(idle, stream.read(&mut buf)).await?;
+        let (buf, n) = read_chunk(stream, idle, counts).await?;
         if n == 0 {
             break;
         }
-        counts.bytes_in += n as u64;
         within(idle, stream.write_all(&buf[..n])).await?;
         counts.bytes_out += n as u64;
     }
     // The peer half-closed and everything it sent is echoed: end our side
     // too, so it reads the end of the stream after the last byte.
     within(idle, stream.shutdown()).await
+}
+
+/// Sends the greeting, if there is one.
+async fn greet<S>(
+    stream: &mut S,
+    greeting: &[u8],
+    idle: Option<Duration>,
+    counts: &mut Counts,
+) -> io::Result<()>
+where
+    S: AsyncWrite + Unpin,
+{
+    if !greeting.is_empty() {
+        within(idle, stream.write_all(greeting)).await?;
+        counts.bytes_out += greeting.len() as u64;
+    }
+    Ok(())
+}
+
+/// Waits for data, then reads it into a pool buffer: an idle connection
+/// holds no buffer (ten thousand idle connections would otherwise pin
+/// 160 MiB). Returns the buffer and the bytes read (0 at the end of the
+/// stream), counted in `counts`.
+async fn read_chunk<S>(
+    stream: &mut S,
+    idle: Option<Duration>,
+    counts: &mut Counts,
+) -> io::Result<(Buffer, usize)>
+where
+    S: AsyncRead + ReadReady + Unpin,
+{
+    within(idle, std::future::poll_fn(|cx| stream.poll_read_ready(cx))).await?;
+    let mut buf = Buffer::take();
+    let n = within(idle, stream.read(&mut buf)).await?;
+    counts.bytes_in += n as u64;
+    Ok((buf, n))
 }
 
 /// A stream that can say when it has data to read, so that `echo` takes a
@@ -187,19 +215,8 @@ pub async fn discard<S>(
 where
     S: AsyncRead + AsyncWrite + ReadReady + Unpin,
 {
-    if !greeting.is_empty() {
-        within(idle, stream.write_all(greeting)).await?;
-        counts.bytes_out += greeting.len() as u64;
-    }
-    loop {
-        within(idle, std::future::poll_fn(|cx| stream.poll_read_ready(cx))).await?;
-        let mut buf = Buffer::take();
-        let n = within(idle, stream.read(&mut buf)).await?;
-        if n == 0 {
-            break;
-        }
-        counts.bytes_in += n as u64;
-    }
+    greet(stream, greeting, idle, counts).await?;
+    while read_chunk(stream, idle, counts).await?.1 > 0 {}
     within(idle, stream.shutdown()).await
 }
 
@@ -215,10 +232,7 @@ pub async fn chargen<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    if !greeting.is_empty() {
-        within(idle, stream.write_all(greeting)).await?;
-        counts.bytes_out += greeting.len() as u64;
-    }
+    greet(stream, greeting, idle, counts).await?;
     let cycle = chargen_cycle();
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut offset = 0usize;

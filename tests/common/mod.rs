@@ -773,16 +773,21 @@ pub fn interop_required() -> bool {
     std::env::var("SOCKECHO_REQUIRE_INTEROP").is_ok_and(|v| v == "1")
 }
 
+/// True if `name` is an executable on PATH.
+pub fn has_tool(name: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).any(|dir| {
+        std::fs::metadata(dir.join(name))
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
+}
+
 /// True if `name` is on PATH. If it is not: a visible note and `false`, or,
 /// when interop is required, a failed test.
 #[track_caller]
 pub fn require_tool(name: &str) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path).any(|dir| {
-        std::fs::metadata(dir.join(name))
-            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    });
+    let found = has_tool(name);
     if !found {
         assert!(
             !interop_required(),
