@@ -77,7 +77,9 @@ pub fn format(d: Duration) -> String {
     } else if nanos % 1_000_000_000 == 0 {
         format!("{}s", nanos / 1_000_000_000)
     } else if nanos >= 1_000_000_000 {
-        format!("{}s", d.as_secs_f64())
+        // Integer arithmetic: a float would print 1.14 s as 1.1400000000000001.
+        let text = format!("{}.{:09}", nanos / 1_000_000_000, nanos % 1_000_000_000);
+        format!("{}s", text.trim_end_matches('0'))
     } else if nanos % 1_000_000 == 0 {
         format!("{}ms", nanos / 1_000_000)
     } else if nanos % 1_000 == 0 {
@@ -122,6 +124,8 @@ mod tests {
             Duration::from_micros(40),
             Duration::from_secs(3),
             Duration::from_millis(1500),
+            Duration::from_millis(1140),
+            Duration::from_nanos(1_000_000_001),
         ] {
             assert_eq!(parse(&format(d)).unwrap(), d, "{}", format(d));
         }

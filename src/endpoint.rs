@@ -331,6 +331,11 @@ impl fmt::Display for HostPort {
 impl fmt::Display for UnixAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            // `unix:///x` parses as `/x` (the URL-ish form), so a path that
+            // itself starts with `//` gets an extra `//` to read back.
+            UnixAddr::Path(path) if path.to_string_lossy().starts_with("//") => {
+                write!(f, "//{}", path.display())
+            }
             UnixAddr::Path(path) => write!(f, "{}", path.display()),
             UnixAddr::Abstract(name) => write!(f, "@{name}"),
         }
@@ -374,6 +379,7 @@ mod tests {
             ("tls://example.com:443", "tls://example.com:443"),
             ("unix:/tmp/e.sock", "unix:/tmp/e.sock"),
             ("unix:///tmp/e.sock", "unix:/tmp/e.sock"),
+            ("unix:////x", "unix:////x"),
             ("unix:relative.sock", "unix:relative.sock"),
             ("unix:@echo", "unix:@echo"),
             ("unix-dgram:/tmp/e.dgram", "unix-dgram:/tmp/e.dgram"),

@@ -38,7 +38,7 @@ use crate::transport::Peer;
 /// Receive buffers per thread, and their size: enough for many connections
 /// mid-echo at once; a connection holds one only between a receive and the
 /// end of its echo.
-const BUFFERS: u16 = 512;
+const BUFFERS: u16 = 256;
 const BUFFER_SIZE: usize = 32 * 1024;
 /// The buffer group id of the pool.
 const GROUP: u16 = 0;

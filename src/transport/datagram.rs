@@ -22,6 +22,10 @@ use crate::error::Error;
 /// The largest UDP payload over IPv4 (65,535 minus the IP and UDP headers).
 pub const MAX_UDP_PAYLOAD: usize = 65_507;
 
+/// The largest UDP payload over IPv6 (65,535 minus the UDP header; the
+/// IPv6 header is not counted in its payload length).
+pub const MAX_UDP6_PAYLOAD: usize = 65_527;
+
 /// A datagram socket of either family.
 #[derive(Debug)]
 pub enum Datagram {
@@ -264,6 +268,8 @@ impl Datagram {
     /// datagrams cannot be sent without raising it).
     pub fn max_datagram(&self) -> usize {
         match self {
+            // IPv6 carries 20 bytes more: there is no IPv4 header to fit.
+            Datagram::Udp(s) if s.local_addr().is_ok_and(|a| a.is_ipv6()) => MAX_UDP6_PAYLOAD,
             Datagram::Udp(_) => MAX_UDP_PAYLOAD,
             Datagram::Unix(_) => 212_992,
         }
