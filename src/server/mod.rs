@@ -40,6 +40,10 @@ pub const DEFAULT_BACKLOG: u32 = 1024;
 /// at once so clients see the end of the stream rather than a hang.
 pub const DEFAULT_MAX_CONNS: usize = 10_000;
 
+/// How long an inetd `wait` datagram server waits for the next datagram
+/// before exiting (inetd starts it again when one comes).
+pub const INETD_DATAGRAM_IDLE: Duration = Duration::from_secs(10);
+
 /// How long a TLS client may take to finish its handshake (less when
 /// `--idle-timeout` is shorter): a silent client must not hold a slot.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -104,6 +108,9 @@ pub struct ServeConfig {
     pub tls: crate::transport::tls::ServerTlsOptions,
     /// Echo, discard or chargen.
     pub mode: service::Mode,
+    /// Exit once no datagram came for this long (inetd `wait` services,
+    /// which inetd restarts with the next datagram).
+    pub exit_when_idle: Option<Duration>,
 }
 
 /// How TCP connections are served.
@@ -139,6 +146,7 @@ impl ServeConfig {
             engine: Engine::Auto,
             tls: Default::default(),
             mode: service::Mode::Echo,
+            exit_when_idle: None,
         }
     }
 }
@@ -397,6 +405,10 @@ impl Server {
 pub async fn open(config: ServeConfig, inetd: bool) -> Result<Server, Error> {
     use crate::transport::inherit;
     if inetd {
+        let config = ServeConfig {
+            exit_when_idle: Some(INETD_DATAGRAM_IDLE),
+            ..config
+        };
         return Server::adopt(config, vec![inherit::stdin_socket()?]).await;
     }
     if let Some(fds) = inherit::systemd_sockets()? {
@@ -700,9 +712,22 @@ async fn datagram_loop(bound: BoundDatagram, ctx: Context) {
     // One buffer for the socket's lifetime: no allocation per datagram.
     let mut buf = vec![0u8; socket.max_datagram()];
     loop {
+        // Under inetd (`wait`), a datagram server that has nothing to do
+        // exits, and inetd starts it again with the next datagram.
+        let quiet = async {
+            match ctx.config.exit_when_idle {
+                Some(limit) => tokio::time::sleep(limit).await,
+                None => std::future::pending().await,
+            }
+        };
         let received = tokio::select! {
             received = socket.recv_from(&mut buf) => received,
             _ = ctx.accepting.cancelled() => return,
+            () = quiet => {
+                tracing::debug!("idle: giving the socket back to inetd");
+                ctx.accepting.cancel();
+                return;
+            }
         };
         let (n, peer) = match received {
             Ok(pair) => pair,

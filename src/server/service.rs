@@ -37,32 +37,33 @@ pub async fn echo<S>(
 where
     S: AsyncRead + AsyncWrite + ReadReady + Unpin,
 {
-    greet(stream, greeting, idle, counts).await?;
+    let mut idle = Idle::new(idle);
+    greet(stream, greeting, &mut idle, counts).await?;
     loop {
-        let (buf, n) = read_chunk(stream, idle, counts).await?;
+        let (buf, n) = read_chunk(stream, &mut idle, counts).await?;
         if n == 0 {
             break;
         }
-        within(idle, stream.write_all(&buf[..n])).await?;
+        idle.within(stream.write_all(&buf[..n])).await?;
         counts.bytes_out += n as u64;
     }
     // The peer half-closed and everything it sent is echoed: end our side
     // too, so it reads the end of the stream after the last byte.
-    within(idle, stream.shutdown()).await
+    idle.within(stream.shutdown()).await
 }
 
 /// Sends the greeting, if there is one.
 async fn greet<S>(
     stream: &mut S,
     greeting: &[u8],
-    idle: Option<Duration>,
+    idle: &mut Idle,
     counts: &mut Counts,
 ) -> io::Result<()>
 where
     S: AsyncWrite + Unpin,
 {
     if !greeting.is_empty() {
-        within(idle, stream.write_all(greeting)).await?;
+        idle.within(stream.write_all(greeting)).await?;
         counts.bytes_out += greeting.len() as u64;
     }
     Ok(())
@@ -74,15 +75,16 @@ where
 /// stream), counted in `counts`.
 async fn read_chunk<S>(
     stream: &mut S,
-    idle: Option<Duration>,
+    idle: &mut Idle,
     counts: &mut Counts,
 ) -> io::Result<(Buffer, usize)>
 where
     S: AsyncRead + ReadReady + Unpin,
 {
-    within(idle, std::future::poll_fn(|cx| stream.poll_read_ready(cx))).await?;
+    idle.within(std::future::poll_fn(|cx| stream.poll_read_ready(cx)))
+        .await?;
     let mut buf = Buffer::take();
-    let n = within(idle, stream.read(&mut buf)).await?;
+    let n = idle.within(stream.read(&mut buf)).await?;
     counts.bytes_in += n as u64;
     Ok((buf, n))
 }
@@ -215,9 +217,10 @@ pub async fn discard<S>(
 where
     S: AsyncRead + AsyncWrite + ReadReady + Unpin,
 {
-    greet(stream, greeting, idle, counts).await?;
-    while read_chunk(stream, idle, counts).await?.1 > 0 {}
-    within(idle, stream.shutdown()).await
+    let mut idle = Idle::new(idle);
+    greet(stream, greeting, &mut idle, counts).await?;
+    while read_chunk(stream, &mut idle, counts).await?.1 > 0 {}
+    idle.within(stream.shutdown()).await
 }
 
 /// RFC 864 over a stream: sends the rotating lines for as long as the peer
@@ -232,7 +235,7 @@ pub async fn chargen<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    greet(stream, greeting, idle, counts).await?;
+    greet(stream, greeting, &mut Idle::new(idle), counts).await?;
     let cycle = chargen_cycle();
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut offset = 0usize;
@@ -260,6 +263,57 @@ where
                 };
                 counts.bytes_out += n as u64;
                 offset = (offset + n) % cycle.len();
+            }
+        }
+    }
+}
+
+/// A connection's idle timeout: one timer for the connection's life,
+/// moved on lazily. A timeout per operation would put a timer into tokio's
+/// wheel and take it out again twice per message; here an operation that
+/// completes costs one clock read, and the timer is re-armed only when it
+/// fires early (at most once per idle period).
+struct Idle {
+    limit: Option<Duration>,
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// When an operation last completed.
+    last: tokio::time::Instant,
+}
+
+impl Idle {
+    fn new(limit: Option<Duration>) -> Idle {
+        Idle {
+            limit,
+            timer: None,
+            last: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Runs `op`; fails with "idle timeout" once nothing has completed for
+    /// the limit.
+    async fn within<T>(&mut self, op: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+        let Some(limit) = self.limit else {
+            return op.await;
+        };
+        let last = self.last;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(last + limit)));
+        tokio::pin!(op);
+        loop {
+            tokio::select! {
+                biased;
+                result = &mut op => {
+                    self.last = tokio::time::Instant::now();
+                    return result;
+                }
+                () = timer.as_mut() => {
+                    let due = self.last + limit;
+                    if tokio::time::Instant::now() >= due {
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, "idle timeout"));
+                    }
+                    timer.as_mut().reset(due);
+                }
             }
         }
     }
