@@ -8,12 +8,13 @@
 //! and emits `connection`/`closed` events around it; a datagram loop echoes
 //! each datagram the guard lets through.
 
+mod accept;
+mod datagram;
 pub mod guard;
 pub mod service;
 #[cfg(target_os = "linux")]
 pub mod uring;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,10 +27,10 @@ use crate::endpoint::{Endpoint, Kind};
 use crate::error::Error;
 use crate::events::Events;
 use crate::shutdown::Shutdown;
-use crate::trace::{TracedStream, Tracer};
+use crate::trace::Tracer;
 use crate::transport::datagram::BoundDatagram;
 use crate::transport::{Datagram, Listener, Peer, Stream};
-use guard::{AccessList, Admission, DatagramGuard, SourceSlot};
+use guard::{AccessList, Admission, SourceSlot};
 
 /// The listen backlog when none is given: the kernel caps it at
 /// `net.core.somaxconn` (4096 on current Linux) anyway.
@@ -341,19 +342,19 @@ impl Server {
                     let span =
                         tracing::info_span!("listener", endpoint = %listener.local_endpoint());
                     ctx.tracker
-                        .spawn(accept_loop(listener, ctx.clone()).instrument(span));
+                        .spawn(accept::accept_loop(listener, ctx.clone()).instrument(span));
                 }
                 Bound::Datagram(bound) => {
                     ctx.config.events.listen(&bound.local);
                     let span = tracing::info_span!("datagram", endpoint = %bound.local);
                     ctx.tracker
-                        .spawn(datagram_loop(bound, ctx.clone()).instrument(span));
+                        .spawn(datagram::datagram_loop(bound, ctx.clone()).instrument(span));
                 }
                 Bound::Connection(stream, peer, endpoint) => {
                     let task_ctx = ctx.clone();
                     let permit = ctx.permits.clone().try_acquire_owned().ok();
                     ctx.tracker.spawn(async move {
-                        serve_connection(stream, peer, &endpoint, &task_ctx).await;
+                        accept::serve_connection(stream, peer, &endpoint, &task_ctx).await;
                         drop(permit);
                     });
                     // Nothing else to accept: the server ends with it.
@@ -510,265 +511,6 @@ fn spawn_uring(
     Ok(())
 }
 
-/// Accepts stream connections until told to stop. Errors never end the
-/// loop: descriptor exhaustion backs off (so the loop neither dies nor
-/// spins) and everything else is one failed connection.
-async fn accept_loop(listener: Listener, ctx: Context) {
-    let endpoint = listener.local_endpoint().clone();
-    let mut backoff = Duration::ZERO;
-    let mut refused: u64 = 0;
-    let mut last_refusal_log: Option<Instant> = None;
-    // --trace: the accept queue is sampled on its own clock, paused or not.
-    let trace = &ctx.config.trace;
-    let queue_fd = listener.tcp_fd();
-    // Trace lines name an IP socket by its address alone, as `bind` did.
-    let local: &(dyn std::fmt::Display + Sync) = match endpoint.host_port() {
-        Some(address) => address,
-        None => &endpoint,
-    };
-    let mut ticks = trace.ticks();
-    loop {
-        if let Some(pause) = ctx.config.pause_accept {
-            // For teaching: connections finish their handshake meanwhile
-            // and wait in the accept queue, up to the backlog.
-            let resume = tokio::time::sleep(pause);
-            tokio::pin!(resume);
-            loop {
-                tokio::select! {
-                    () = &mut resume => break,
-                    () = ticks.tick() => trace.queue(local, queue_fd),
-                    () = ctx.accepting.cancelled() => return,
-                }
-            }
-        }
-        let accepted = loop {
-            tokio::select! {
-                accepted = listener.accept() => break accepted,
-                () = ticks.tick() => trace.queue(local, queue_fd),
-                () = ctx.accepting.cancelled() => return,
-            }
-        };
-        let (stream, peer) = match accepted {
-            Ok(pair) => {
-                backoff = Duration::ZERO;
-                trace.accept(&pair.1, pair.0.tcp_fd());
-                trace.queue(local, queue_fd);
-                pair
-            }
-            Err(e) if is_resource_exhaustion(&e) => {
-                backoff = (backoff * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
-                tracing::warn!(cause = %e, retry_in = ?backoff, "cannot accept");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => continue,
-                    _ = ctx.accepting.cancelled() => return,
-                }
-            }
-            Err(e) => {
-                tracing::debug!(cause = %e, "accept failed");
-                continue;
-            }
-        };
-        // Before any byte is read: --allow/--deny, --max-conns-per-ip.
-        let Some(source) = admit(&ctx.admission, &peer) else {
-            trace.close(&peer, stream.tcp_fd());
-            drop(stream);
-            continue;
-        };
-        let Ok(permit) = ctx.permits.clone().try_acquire_owned() else {
-            refused += 1;
-            // One log line a second at most, however hard we are pushed.
-            if last_refusal_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                tracing::warn!(%peer, max_conns = ctx.config.max_conns, refused, "connection refused: too many open connections");
-                last_refusal_log = Some(Instant::now());
-            }
-            trace.close(&peer, stream.tcp_fd());
-            drop(stream);
-            continue;
-        };
-        if ctx.config.once {
-            ctx.accepting.cancel();
-        }
-        let span = tracing::info_span!("conn", %peer);
-        let task_ctx = ctx.clone();
-        let task_endpoint = endpoint.clone();
-        ctx.tracker.spawn(
-            async move {
-                serve_connection(stream, peer, &task_endpoint, &task_ctx).await;
-                drop((permit, source));
-            }
-            .instrument(span),
-        );
-        if ctx.config.once {
-            return;
-        }
-    }
-}
-
-async fn serve_connection(mut stream: Stream, peer: Peer, endpoint: &Endpoint, ctx: &Context) {
-    let events = &ctx.config.events;
-    events.connection(&peer, endpoint);
-    if let (Endpoint::Tls(_), Some(tls)) = (endpoint, &ctx.tls) {
-        let Stream::Tcp(tcp) = stream else {
-            return;
-        };
-        // The handshake runs in the connection's task, so a slow or silent
-        // client never holds up accepting; it is bounded like any read.
-        let limit = ctx
-            .config
-            .idle_timeout
-            .map_or(TLS_HANDSHAKE_TIMEOUT, |idle| {
-                idle.min(TLS_HANDSHAKE_TIMEOUT)
-            });
-        let handshake = tokio::select! {
-            done = tokio::time::timeout(limit, tls.acceptor.accept(tcp)) => {
-                done.unwrap_or_else(|_| Err(std::io::Error::from(std::io::ErrorKind::TimedOut)))
-            }
-            _ = ctx.force.cancelled() => Err(std::io::Error::other("closed by shutdown")),
-        };
-        match handshake {
-            Ok(tls_stream) => stream = Stream::Tls(Box::new(tls_stream.into())),
-            Err(e) => {
-                tracing::debug!(cause = %e, "TLS handshake failed");
-                let reason = format!("TLS handshake failed: {}", crate::error::reason(&e));
-                events.closed(&peer, endpoint, 0, 0, Some(&reason));
-                return;
-            }
-        }
-    }
-    let trace = &ctx.config.trace;
-    let tcp = stream.tcp_fd();
-    let (greeting, idle) = (&ctx.config.greeting, ctx.config.idle_timeout);
-    let mut counts = service::Counts::default();
-    let result = tokio::select! {
-        result = async {
-            // --trace watches the end of stream and the half-close through
-            // a wrapper, so the untraced echo is exactly what it was.
-            if trace.is_enabled() {
-                let mut traced = TracedStream::new(&mut stream, trace, &peer, tcp);
-                serve_stream(ctx.config.mode, &mut traced, greeting, idle, &mut counts).await
-            } else {
-                serve_stream(ctx.config.mode, &mut stream, greeting, idle, &mut counts).await
-            }
-        } => result,
-        _ = ctx.force.cancelled() => Err(std::io::Error::other("closed by shutdown")),
-        never = trace.sample_every(&peer, tcp), if trace.is_enabled() => match never {},
-    };
-    trace.close(&peer, tcp);
-    drop(stream);
-    let reason = match &result {
-        Ok(()) => None,
-        Err(e) => {
-            tracing::debug!(cause = %e, "connection ended");
-            Some(crate::error::reason(e))
-        }
-    };
-    events.closed(
-        &peer,
-        endpoint,
-        counts.bytes_in,
-        counts.bytes_out,
-        reason.as_deref(),
-    );
-}
-
-/// The stream service `mode` names, over any stream.
-async fn serve_stream<S>(
-    mode: service::Mode,
-    stream: &mut S,
-    greeting: &[u8],
-    idle: Option<Duration>,
-    counts: &mut service::Counts,
-) -> std::io::Result<()>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + service::ReadReady + Unpin,
-{
-    match mode {
-        service::Mode::Echo => service::echo(stream, greeting, idle, counts).await,
-        service::Mode::Discard => service::discard(stream, greeting, idle, counts).await,
-        service::Mode::Chargen => service::chargen(stream, greeting, idle, counts).await,
-    }
-}
-
-/// Receives datagrams and echoes each one the guard lets through, until
-/// told to stop (or, with `--once`, after one).
-async fn datagram_loop(bound: BoundDatagram, ctx: Context) {
-    let socket = &bound.socket;
-    let local_ip = match &bound.local {
-        Endpoint::Udp(_) => bound.local.host_port().and_then(|hp| match hp.host {
-            crate::endpoint::Host::Ip(ip) => Some(SocketAddr::new(ip, hp.port)),
-            crate::endpoint::Host::Name(_) => None,
-        }),
-        _ => None,
-    };
-    let mut guard = DatagramGuard::new(
-        local_ip,
-        ctx.config.allow_low_ports,
-        ctx.config.access.clone(),
-        ctx.config.udp_rate,
-    );
-    // Dropped datagrams are logged at most once a second, with a count:
-    // a flood of them must not become a flood of log lines.
-    let mut drops = guard::rate::LogThrottle::new();
-    // One buffer for the socket's lifetime: no allocation per datagram.
-    let mut buf = vec![0u8; socket.max_datagram()];
-    loop {
-        // Under inetd (`wait`), a datagram server that has nothing to do
-        // exits, and inetd starts it again with the next datagram.
-        let quiet = async {
-            match ctx.config.exit_when_idle {
-                Some(limit) => tokio::time::sleep(limit).await,
-                None => std::future::pending().await,
-            }
-        };
-        let received = tokio::select! {
-            received = socket.recv_from(&mut buf) => received,
-            _ = ctx.accepting.cancelled() => return,
-            () = quiet => {
-                tracing::debug!("idle: giving the socket back to inetd");
-                ctx.accepting.cancel();
-                return;
-            }
-        };
-        let (n, peer) = match received {
-            Ok(pair) => pair,
-            Err(e) => {
-                // On Linux a UDP socket reports an ICMP error from an earlier
-                // send (port unreachable) on its next receive: a property of
-                // that peer, not of this socket. Anything else: breathe, so a
-                // persistent error cannot spin the CPU.
-                tracing::debug!(cause = %e, "receive failed");
-                if !matches!(
-                    e.kind(),
-                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset
-                ) {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                continue;
-            }
-        };
-        if let Err(why) = guard.check(&peer, Instant::now()) {
-            if let Some(dropped) = drops.hit(Instant::now()) {
-                tracing::warn!(%peer, why, dropped, "datagrams dropped, no reply");
-            }
-            continue;
-        }
-        let reply = match ctx.config.mode {
-            service::Mode::Echo => Some(&buf[..n]),
-            service::Mode::Discard => None,
-            service::Mode::Chargen => Some(service::chargen_datagram(n)),
-        };
-        if let Some(reply) = reply
-            && let Err(e) = socket.send_to(reply, &peer).await
-        {
-            tracing::debug!(%peer, cause = %e, "reply failed");
-        }
-        if ctx.config.once {
-            ctx.accepting.cancel();
-            return;
-        }
-    }
-}
-
 /// Decides, right after accept and before any byte is read, whether a
 /// stream peer is served (`--allow`/`--deny`, `--max-conns-per-ip`); the
 /// slot returned is held for the connection's life. `None`: close it now.
@@ -786,12 +528,4 @@ pub(crate) fn admit(admission: &Admission, peer: &Peer) -> Option<SourceSlot> {
             None
         }
     }
-}
-
-/// Errors that mean "out of descriptors or memory for now": accepting again
-/// at once would fail again, so the loop backs off.
-fn is_resource_exhaustion(err: &std::io::Error) -> bool {
-    // EMFILE 24, ENFILE 23, ENOBUFS 105, ENOMEM 12 on Linux.
-    matches!(err.raw_os_error(), Some(23 | 24 | 105 | 12))
-        || err.kind() == std::io::ErrorKind::OutOfMemory
 }
