@@ -63,24 +63,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let outcome = sockecho::bench::run(&args.into_config(shutdown.stop, progress)).await?;
             print_report(&outcome.report, json, plot.as_deref())?;
             // A faulty server is never reported as healthy.
-            let report = &outcome.report;
-            if let Some(mismatch) = outcome.first_mismatch {
-                eprintln!("error: echo differs from what was sent: {mismatch}");
-                return Ok(ExitCode::from(1));
-            }
-            if report.errors > 0 {
-                let first = outcome.first_error.unwrap_or_default();
-                eprintln!(
-                    "error: {} connection errors in the run: first, {first}",
-                    report.errors
-                );
-                return Ok(ExitCode::from(1));
-            }
-            if report.messages == 0 && report.duration_s > 0.0 {
-                eprintln!(
-                    "error: no echo came back from {}: nothing in {:.1} s",
-                    report.endpoint, report.duration_s
-                );
+            if let Some(failure) = outcome.failure() {
+                eprintln!("error: {failure}");
                 return Ok(ExitCode::from(1));
             }
         }

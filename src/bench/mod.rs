@@ -111,6 +111,32 @@ pub struct BenchOutcome {
     pub first_error: Option<String>,
 }
 
+impl BenchOutcome {
+    /// Why the run must fail (exit 1), in words, if it must: a wrong byte
+    /// (which connection, which offset), connection errors, or no echo at
+    /// all. A faulty server is never reported as healthy.
+    pub fn failure(&self) -> Option<String> {
+        let report = &self.report;
+        if let Some(mismatch) = &self.first_mismatch {
+            return Some(format!("echo differs from what was sent: {mismatch}"));
+        }
+        if report.errors > 0 {
+            let first = self.first_error.as_deref().unwrap_or("unknown");
+            return Some(format!(
+                "{} connection errors in the run: first, {first}",
+                report.errors
+            ));
+        }
+        if report.messages == 0 && report.duration_s > 0.0 {
+            return Some(format!(
+                "no echo came back from {}: nothing in {:.1} s",
+                report.endpoint, report.duration_s
+            ));
+        }
+        None
+    }
+}
+
 /// What every connection task reads.
 struct Shared {
     message_size: usize,
