@@ -132,13 +132,10 @@ impl Events {
         record.bytes_out = Some(bytes_out);
         record.reason = reason;
         self.emit(true, record, || {
-            let mut line = format!("closed {peer} in={bytes_in} out={bytes_out}");
-            if let Some(reason) = reason {
-                line.push_str(" (");
-                line.push_str(reason);
-                line.push(')');
-            }
-            line
+            // Exactly the contract's line: scripts match it. Why a
+            // connection failed is in the JSON event's `reason` (and the
+            // debug log).
+            format!("closed {peer} in={bytes_in} out={bytes_out}")
         });
     }
 

@@ -24,14 +24,19 @@ fn next_closed(server: &common::Server) -> String {
 #[test]
 fn a_reset_mid_echo_ends_only_that_connection() {
     for engine in ENGINES {
-        let server = serve(&["tcp://127.0.0.1:0"], engine);
-        let mut bystander = connect(server.endpoint());
+        // JSON events: the closed event carries why it ended.
+        let opts = [&["--json"], engine].concat();
+        let args = [&["serve", "tcp://127.0.0.1:0"], &opts[..]].concat();
+        let server = common::Proc::sockecho(&args);
+        let listen: serde_json::Value = serde_json::from_str(&server.line()).unwrap();
+        let endpoint = listen["endpoint"].as_str().unwrap().to_owned();
+        let mut bystander = connect(&endpoint);
         assert_eq!(bystander.echo(b"before"), b"before");
-        assert!(server.line().starts_with("connection from "));
+        assert!(server.line().contains("\"connection\""));
 
         // Send a lot without reading, then reset: the server is mid-echo,
         // its writes blocked on our full window.
-        let victim = std::net::TcpStream::connect(common::ip_addr_of(server.endpoint())).unwrap();
+        let victim = std::net::TcpStream::connect(common::ip_addr_of(&endpoint)).unwrap();
         victim
             .set_write_timeout(Some(Duration::from_millis(500)))
             .unwrap();
@@ -50,12 +55,14 @@ fn a_reset_mid_echo_ends_only_that_connection() {
         drop(victim); // RST
         let connected = server.line();
         assert!(
-            connected.starts_with("connection from "),
+            connected.contains("\"connection\""),
             "{engine:?}: {connected}"
         );
-        let closed = next_closed(&server);
+        let closed: serde_json::Value = serde_json::from_str(&server.line()).unwrap();
+        assert_eq!(closed["event"], "closed", "{engine:?}: {closed}");
+        let reason = closed["reason"].as_str().unwrap_or_default();
         assert!(
-            closed.contains("(connection reset by peer)") || closed.contains("(broken pipe)"),
+            reason == "connection reset by peer" || reason == "broken pipe",
             "{engine:?}: the failure is reported: {closed}"
         );
         assert_eq!(bystander.echo(b"after"), b"after", "{engine:?}");
