@@ -2,104 +2,17 @@
 //! server over every transport, and against deliberately faulty servers
 //! written here, whose faults the report must count exactly.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, UdpSocket};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_sockecho");
+mod common;
 
-/// The longest any single wait may take before the test fails.
-const WAIT: Duration = Duration::from_secs(5);
-
-/// A child process whose standard output arrives line by line on a channel
-/// (read on a thread, so every wait can have a timeout).
-struct Spawned {
-    child: Child,
-    lines: Receiver<String>,
-    stderr: Receiver<String>,
-}
-
-impl Spawned {
-    fn start(args: &[&str]) -> Spawned {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn sockecho");
-        let stdout = child.stdout.take().expect("stdout piped");
-        let mut stderr = child.stderr.take().expect("stderr piped");
-        let (line_tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if line_tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let (err_tx, stderr_rx) = mpsc::channel();
-        thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text);
-            let _ = err_tx.send(text);
-        });
-        Spawned {
-            child,
-            lines,
-            stderr: stderr_rx,
-        }
-    }
-
-    fn next_line(&self) -> String {
-        self.lines
-            .recv_timeout(WAIT)
-            .expect("a line from sockecho in time")
-    }
-
-    /// Waits for the process to end: standard output closed, then exit.
-    fn finish(mut self) -> Ran {
-        let deadline = Instant::now() + WAIT;
-        let mut stdout = String::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    stdout.push_str(&line);
-                    stdout.push('\n');
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    let _ = self.child.kill();
-                    panic!("sockecho did not finish in time; output so far:\n{stdout}");
-                }
-            }
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        let stderr = self.stderr.recv_timeout(left).unwrap_or_default();
-        let status = self.child.wait().expect("wait for sockecho");
-        Ran {
-            code: status.code(),
-            stdout,
-            stderr,
-        }
-    }
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::WAIT;
 
 /// A finished run.
 #[derive(Debug)]
@@ -107,6 +20,16 @@ struct Ran {
     code: Option<i32>,
     stdout: String,
     stderr: String,
+}
+
+impl From<common::Output> for Ran {
+    fn from(out: common::Output) -> Ran {
+        Ran {
+            code: out.status.code(),
+            stdout: out.stdout_text(),
+            stderr: out.stderr,
+        }
+    }
 }
 
 impl Ran {
@@ -125,36 +48,19 @@ impl Ran {
 }
 
 fn ping(args: &[&str]) -> Ran {
-    let mut all = vec!["ping"];
-    all.extend_from_slice(args);
-    Spawned::start(&all).finish()
+    common::sockecho(&[&["ping"], args].concat(), b"").into()
 }
 
 /// A fresh socket path in the temporary directory (removed by the server).
 fn socket_path(what: &str) -> PathBuf {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    std::env::temp_dir().join(format!(
-        "sockecho-ping-{}-{}-{what}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ))
+    std::env::temp_dir().join(common::unique(what))
 }
 
-/// `sockecho serve -q` on the given endpoints; returns the process and the
-/// endpoints it really listens on, from its `listen ok` lines.
-fn serve(endpoints: &[&str]) -> (Spawned, Vec<String>) {
-    let mut args = vec!["serve", "-q"];
-    args.extend_from_slice(endpoints);
-    let server = Spawned::start(&args);
-    let listening = endpoints
-        .iter()
-        .map(|_| {
-            let line = server.next_line();
-            line.strip_prefix("listen ok ")
-                .unwrap_or_else(|| panic!("expected 'listen ok', got {line:?}"))
-                .to_owned()
-        })
-        .collect();
+/// `sockecho serve -q` on the given endpoints, and the endpoints it really
+/// listens on, from its `listen ok` lines.
+fn serve(endpoints: &[&str]) -> (common::Server, Vec<String>) {
+    let server = common::serve(endpoints, &["-q"]);
+    let listening = server.endpoints.clone();
     (server, listening)
 }
 
@@ -441,16 +347,16 @@ fn udp_to_a_closed_port_is_total_loss() {
 #[test]
 fn runs_until_interrupted() {
     let (_server, endpoints) = serve(&["udp://127.0.0.1:0"]);
-    let ping = Spawned::start(&["ping", &endpoints[0], "-i", "20ms"]);
-    assert!(ping.next_line().starts_with("PING "));
-    assert!(ping.next_line().contains("seq=0 time="));
-    let status = Command::new("kill")
-        .args(["-INT", &ping.child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
-    let ran = ping.finish();
-    assert_eq!(ran.code, Some(0), "{ran:?}");
+    let mut ping = common::Proc::sockecho(&["ping", &endpoints[0], "-i", "20ms"]);
+    assert!(ping.line().starts_with("PING "));
+    assert!(ping.line().contains("seq=0 time="));
+    ping.signal("INT");
+    let exited = ping.wait_exit();
+    let ran = Ran {
+        code: exited.status.code(),
+        stdout: exited.rest.join("\n"),
+        stderr: exited.stderr,
+    };
     assert!(ran.stdout.contains("ping statistics ---"), "{ran:?}");
     assert!(ran.stdout.contains("rtt min/avg/max/mdev"), "{ran:?}");
 }

@@ -180,6 +180,17 @@ impl Schedule {
     fn advance(&mut self) {
         self.slot += 1;
     }
+    /// Waits for the next probe's slot and claims it; `false` if `stop`
+    /// came first.
+    async fn next(&mut self, stop: &CancellationToken) -> bool {
+        tokio::select! {
+            _ = stop.cancelled() => false,
+            _ = tokio::time::sleep_until(self.due(Instant::now())) => {
+                self.advance();
+                true
+            }
+        }
+    }
 }
 
 /// Nanoseconds from `start` to `now`, as the probe header carries them.

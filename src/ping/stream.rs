@@ -69,12 +69,7 @@ pub(super) async fn run(config: &PingConfig, report: &mut Report<'_>) -> Result<
     let mut echo = vec![0u8; size];
     let mut schedule = Schedule::new(start, config.interval);
     let mut seq = 0u64;
-    while config.count.is_none_or(|n| seq < n) {
-        tokio::select! {
-            _ = config.stop.cancelled() => break,
-            _ = tokio::time::sleep_until(schedule.due(Instant::now())) => {}
-        }
-        schedule.advance();
+    while config.count.is_none_or(|n| seq < n) && schedule.next(&config.stop).await {
         report.sent();
         let conn = match &mut connection {
             Some(conn) => conn,
@@ -157,12 +152,7 @@ pub(super) async fn handshakes(config: &PingConfig, report: &mut Report<'_>) -> 
     let start = report.begin(format_args!("TCP handshake per probe to {addr}"))?;
     let mut schedule = Schedule::new(start, config.interval);
     let mut seq = 0u64;
-    while config.count.is_none_or(|n| seq < n) {
-        tokio::select! {
-            _ = config.stop.cancelled() => break,
-            _ = tokio::time::sleep_until(schedule.due(Instant::now())) => {}
-        }
-        schedule.advance();
+    while config.count.is_none_or(|n| seq < n) && schedule.next(&config.stop).await {
         report.sent();
         let began = Instant::now();
         let attempt =
