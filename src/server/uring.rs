@@ -246,7 +246,9 @@ impl Thread {
                     self.advance(ring, shared, slot)?;
                 }
             }
-            let open_here = self.conns.iter().flatten().count();
+            // Every slot is either in use or on the free list: no walk over
+            // ten thousand connections per wake-up to count them.
+            let open_here = self.conns.len() - self.free.len();
             if self.stopping && open_here == 0 && self.accepts_in_flight == 0 {
                 return Ok(());
             }
