@@ -53,6 +53,36 @@ fn many_clients_at_once() {
     }
 }
 
+/// More connections streaming at once than the io_uring engine's buffer
+/// pool holds (it starts with 16 buffers and grows to 256 per thread, and
+/// each connection queues a few while its send is in flight): receives
+/// find the ring empty, the pool grows, then connections wait for buffers
+/// to come back, and receives pause and resume. Every byte still comes back
+/// to its own connection, in order.
+#[test]
+fn more_streams_than_buffers() {
+    for engine in ENGINES {
+        let opts = [&["-q", "--threads", "1"], engine].concat();
+        let server = serve(&["tcp://127.0.0.1:0"], &opts);
+        let endpoint = server.endpoint().to_owned();
+        let clients: Vec<_> = (0..120)
+            .map(|i| {
+                let endpoint = endpoint.clone();
+                std::thread::spawn(move || {
+                    let data = random_bytes(768 * 1024, 1000 + i);
+                    echo_stream(connect(&endpoint), &data) == data
+                })
+            })
+            .collect();
+        for (i, client) in clients.into_iter().enumerate() {
+            assert!(
+                client.join().unwrap(),
+                "{engine:?}: client {i} got other bytes"
+            );
+        }
+    }
+}
+
 #[test]
 fn max_conns_refuses_the_extra_connection() {
     for engine in ENGINES {

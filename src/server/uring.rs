@@ -4,27 +4,35 @@
 //!
 //! Why: an epoll server pays `epoll_wait`, `read` and `write` per message.
 //! Here a whole round of completions is handled and the next round of
-//! operations submitted in one `io_uring_enter`, and receives take their
-//! buffer from a per-thread pool (provided buffers) only when data arrives,
-//! so an idle connection holds no buffer at all: its cost is one small slab
-//! entry.
+//! operations submitted in one `io_uring_enter`; each connection has one
+//! long-lived multishot receive (armed once, not once per message), and
+//! receives take their buffer from a per-thread registered buffer ring only
+//! when data arrives, so an idle connection holds no buffer at all: its cost
+//! is one small slab entry. Giving a buffer back is a store to the ring's
+//! tail, not an operation. Per echoed message that leaves one receive
+//! completion and one send.
 //!
-//! Each connection goes: (greeting send) -> receive -> send it all back ->
-//! return the buffer -> receive ... -> end of stream -> shutdown -> close.
-//! A receive is armed only once the previous echo is fully sent, so a peer
-//! that never reads stalls only itself and holds at most one buffer.
+//! Each connection goes: (greeting send) -> receive -> send it back ->
+//! buffer back to the ring -> ... -> end of stream -> shutdown -> close.
+//! Received buffers wait in a short per-connection queue while a send is in
+//! flight; when the queue is full the multishot receive is cancelled and
+//! armed again once the queue drains, so a peer that never reads stalls only
+//! itself and holds at most a few buffers. Kernels without multishot receive
+//! (before 6.0) get one single-shot receive per message instead.
 //!
-//! The only `unsafe` is pushing entries that point at memory: the buffer
-//! pool and the greeting live as long as the thread's loop, and a
-//! connection's slot is freed only once none of its operations is in flight.
+//! The only `unsafe` is sharing memory with the kernel: entries that point
+//! into the buffer pool or the greeting (both live as long as the thread's
+//! loop; a connection's slot is freed only once none of its operations is in
+//! flight), and the buffer ring itself.
 #![allow(unsafe_code)]
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
@@ -35,11 +43,19 @@ use crate::endpoint::Endpoint;
 use crate::events::Events;
 use crate::transport::Peer;
 
-/// Receive buffers per thread, and their size: enough for many connections
-/// mid-echo at once; a connection holds one only between a receive and the
-/// end of its echo.
+/// Receive buffers per thread at most (a power of two: it is also the
+/// buffer ring's size), and their size: as large as the C reference's read
+/// buffer, so a 64 KiB message is one receive. A connection holds buffers
+/// only between a receive and the end of its echo.
 const BUFFERS: u16 = 256;
-const BUFFER_SIZE: usize = 32 * 1024;
+const BUFFER_SIZE: usize = 64 * 1024;
+/// Buffers given to the ring at start; more are added (doubling) only when a
+/// receive finds the ring empty, so a quiet server's pool stays small and
+/// untouched pages never become resident.
+const INITIAL_BUFFERS: u16 = 16;
+/// Received buffers a connection may queue behind the one being sent before
+/// its multishot receive is paused.
+const MAX_QUEUED: usize = 2;
 /// The buffer group id of the pool.
 const GROUP: u16 = 0;
 
@@ -69,10 +85,11 @@ const ENFILE: i32 = 23;
 const ETIME: i32 = 62;
 const EINTR: i32 = 4;
 const EBUSY: i32 = 16;
+const EINVAL: i32 = 22;
 
 /// Whether this kernel (and container) offers what the engine needs:
-/// io_uring with fast poll, extended wait arguments (Linux 5.11+) and
-/// provided buffers. Probed once.
+/// io_uring with fast poll, extended wait arguments and registered buffer
+/// rings (Linux 5.19+). Probed once.
 pub fn available() -> bool {
     static PROBED: OnceLock<bool> = OnceLock::new();
     *PROBED.get_or_init(|| {
@@ -86,11 +103,80 @@ pub fn available() -> bool {
         }
         params.is_feature_fast_poll()
             && params.is_feature_ext_arg()
-            && probe.is_supported(opcode::ProvideBuffers::CODE)
             && probe.is_supported(opcode::Accept::CODE)
             && probe.is_supported(opcode::Send::CODE)
             && probe.is_supported(opcode::Recv::CODE)
+            && BufRing::new(&ring, 1).is_ok()
     })
+}
+
+/// A registered buffer ring (`IORING_REGISTER_PBUF_RING`): the page-aligned
+/// array of buffer descriptors the kernel takes receive buffers from. The
+/// application adds a buffer by writing the next entry and moving the tail.
+struct BufRing {
+    entries: *mut types::BufRingEntry,
+    layout: std::alloc::Layout,
+    /// Our copy of the tail; the kernel reads the one in the shared memory.
+    tail: u16,
+    mask: u16,
+}
+
+impl BufRing {
+    /// Allocates a ring of `size` entries (a power of two) and registers it
+    /// as buffer group [`GROUP`] of `ring`.
+    fn new(ring: &IoUring, size: u16) -> io::Result<Self> {
+        let layout = std::alloc::Layout::from_size_align(
+            size as usize * std::mem::size_of::<types::BufRingEntry>(),
+            4096,
+        )
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: the layout has a non-zero size.
+        let entries = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<types::BufRingEntry>();
+        if entries.is_null() {
+            return Err(io::Error::from(io::ErrorKind::OutOfMemory));
+        }
+        let this = BufRing {
+            entries,
+            layout,
+            tail: 0,
+            mask: size - 1,
+        };
+        // SAFETY: the memory is page-aligned, holds `size` entries, and is
+        // freed only after the group is unregistered or the ring is gone
+        // (see Drop, and `run_thread`, which leaks it on error).
+        unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(entries as u64, size, GROUP, 0)?;
+        }
+        Ok(this)
+    }
+
+    /// Hands buffer `bid` (`len` bytes at `addr`) to the kernel.
+    fn add(&mut self, addr: *mut u8, len: u32, bid: u16) {
+        // SAFETY: the index is masked into the ring; the kernel reads an
+        // entry only once the tail has moved past it, which happens below.
+        unsafe {
+            let entry = &mut *self.entries.add((self.tail & self.mask) as usize);
+            entry.set_addr(addr as u64);
+            entry.set_len(len);
+            entry.set_bid(bid);
+        }
+        self.tail = self.tail.wrapping_add(1);
+        // SAFETY: the tail is a u16 in the ring's first entry, shared with
+        // the kernel; the release store publishes the entry written above.
+        unsafe {
+            let tail = types::BufRingEntry::tail(self.entries).cast_mut();
+            AtomicU16::from_ptr(tail).store(self.tail, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout; dropped only once
+        // nothing is in flight (or with the ring already gone).
+        unsafe { std::alloc::dealloc(self.entries.cast(), self.layout) }
+    }
 }
 
 /// What every engine thread shares.
@@ -136,13 +222,17 @@ struct Conn {
     buffer: Option<u16>,
     send_off: u32,
     send_len: u32,
-    /// A buffer received while the previous one was still being sent: the
-    /// next to send. With `buffer`, a connection holds at most two, so a
+    /// Buffers received while an earlier one was still being sent, in
+    /// order: the next to send. At MAX_QUEUED the receive is paused, so a
     /// peer that never reads stalls only itself, while large messages flow
-    /// (the next receive overlaps the current send).
-    queued: Option<(u16, u32)>,
+    /// (receives overlap the current send).
+    queued: VecDeque<(u16, u32)>,
     send_in_flight: bool,
     recv_in_flight: bool,
+    /// The receive in flight is multishot (it stays armed until it ends).
+    recv_multishot: bool,
+    /// A cancel of the multishot receive is in flight (queue full).
+    pausing: bool,
     /// Waiting for the pool to have a buffer again.
     starved: bool,
     /// The last receive filled its buffer: more is likely waiting.
@@ -163,8 +253,13 @@ pub fn run_thread(shared: &Shared) -> io::Result<()> {
         .setup_defer_taskrun()
         .build(ENTRIES)
         .or_else(|_| IoUring::builder().setup_cqsize(ENTRIES * 4).build(ENTRIES))?;
+    // Zeroed pages: only buffers the kernel actually fills become resident.
     let mut pool = vec![0u8; BUFFERS as usize * BUFFER_SIZE].into_boxed_slice();
+    let bufs = BufRing::new(&ring, BUFFERS)?;
     let mut thread = Thread {
+        bufs,
+        provided: 0,
+        multishot: true,
         conns: Vec::new(),
         free: Vec::new(),
         waiting_for_buffer: Vec::new(),
@@ -182,13 +277,24 @@ pub fn run_thread(shared: &Shared) -> io::Result<()> {
     };
     let result = thread.run(&mut ring, shared);
     if result.is_err() {
-        // Operations may still point into the pool: keep it alive.
+        // Operations may still point into the pool and the buffer ring:
+        // keep both alive.
         std::mem::forget(pool);
+        std::mem::forget(thread);
+    } else {
+        // Nothing is in flight: the ring can let go of the buffers.
+        let _ = ring.submitter().unregister_buf_ring(GROUP);
     }
     result
 }
 
 struct Thread {
+    /// The ring the kernel takes receive buffers from.
+    bufs: BufRing,
+    /// Buffers handed to the ring so far (the rest of the pool is untouched).
+    provided: u16,
+    /// Receives are multishot (cleared, for good, if the kernel refuses).
+    multishot: bool,
     conns: Vec<Option<Conn>>,
     free: Vec<u32>,
     waiting_for_buffer: Vec<u32>,
@@ -212,11 +318,7 @@ struct Thread {
 
 impl Thread {
     fn run(&mut self, ring: &mut IoUring, shared: &Shared) -> io::Result<()> {
-        let entry =
-            opcode::ProvideBuffers::new(self.pool_addr, BUFFER_SIZE as i32, BUFFERS, GROUP, 0)
-                .build()
-                .user_data(OP_IGNORE);
-        push(ring, &entry)?;
+        self.grow(INITIAL_BUFFERS);
         for i in 0..shared.listeners.len() {
             self.arm_accept(ring, shared, i)?;
         }
@@ -370,9 +472,11 @@ impl Thread {
             buffer: None,
             send_off: 0,
             send_len: shared.greeting.len() as u32,
-            queued: None,
+            queued: VecDeque::new(),
             send_in_flight: false,
             recv_in_flight: false,
+            recv_multishot: false,
+            pausing: false,
             starved: false,
             full: false,
             ending: None,
@@ -395,7 +499,7 @@ impl Thread {
     /// Queues the connection's next operations (a send of what is due, a
     /// receive if there is room), or finishes it once nothing is left.
     fn advance(&mut self, ring: &mut IoUring, shared: &Shared, slot: u32) -> io::Result<()> {
-        let forced = self.forced;
+        let (forced, multishot) = (self.forced, self.multishot);
         let pool = self.pool_addr;
         let Some(conn) = self.conns[slot as usize].as_mut() else {
             return Ok(());
@@ -404,7 +508,7 @@ impl Thread {
         let mut entries: [Option<squeue::Entry>; 2] = [None, None];
         if conn.ending.is_none() && !conn.send_in_flight {
             if !conn.greeting && conn.buffer.is_none() {
-                if let Some((bid, len)) = conn.queued.take() {
+                if let Some((bid, len)) = conn.queued.pop_front() {
                     conn.buffer = Some(bid);
                     conn.send_off = 0;
                     conn.send_len = len;
@@ -436,24 +540,34 @@ impl Thread {
             && !conn.recv_in_flight
             && !conn.starved
             && !conn.greeting
-            && conn.queued.is_none()
-            // Overlap the next receive with a send only when the last
-            // receive filled its buffer (a large transfer); for small
-            // messages, receiving after the send completes is cheaper.
-            && (conn.buffer.is_none() || conn.full)
+            && conn.queued.is_empty()
+            // A multishot receive stays armed across sends. A single-shot
+            // one overlaps a send only when the last receive filled its
+            // buffer (a large transfer); for small messages, receiving after
+            // the send completes is cheaper.
+            && (multishot || conn.buffer.is_none() || conn.full)
         {
-            entries[1] = Some(
-                opcode::Recv::new(fd, std::ptr::null_mut(), BUFFER_SIZE as u32)
-                    .buf_group(GROUP)
-                    .build()
-                    .flags(squeue::Flags::BUFFER_SELECT)
-                    .user_data(slot_data(slot, OP_RECV)),
-            );
+            entries[1] = Some(recv_entry(multishot, fd, slot));
             conn.recv_in_flight = true;
+            conn.recv_multishot = multishot;
+        } else if conn.recv_in_flight
+            && conn.recv_multishot
+            && !conn.pausing
+            && (conn.queued.len() >= MAX_QUEUED || conn.ending.is_some())
+        {
+            // The peer sends faster than it reads: stop receiving until the
+            // queue drains (the receive then ends with ECANCELED). Or the
+            // connection is ending: a multishot receive would stay armed.
+            entries[1] = Some(
+                opcode::AsyncCancel::new(slot_data(slot, OP_RECV))
+                    .build()
+                    .user_data(OP_IGNORE),
+            );
+            conn.pausing = true;
         }
         let busy =
             conn.send_in_flight || conn.recv_in_flight || conn.starved && conn.ending.is_none();
-        let drained = conn.buffer.is_none() && conn.queued.is_none() && !conn.greeting;
+        let drained = conn.buffer.is_none() && conn.queued.is_empty() && !conn.greeting;
         for entry in entries.into_iter().flatten() {
             self.push_with_idle(ring, entry)?;
         }
@@ -470,7 +584,11 @@ impl Thread {
         if conn.ending.is_none() {
             let _ = SockRef::from(&conn.fd).shutdown(std::net::Shutdown::Write);
         }
-        for bid in conn.buffer.into_iter().chain(conn.queued.map(|(b, _)| b)) {
+        for bid in conn
+            .buffer
+            .into_iter()
+            .chain(conn.queued.iter().map(|&(b, _)| b))
+        {
             self.return_buffer(ring, bid)?;
         }
         shared.events.closed(
@@ -495,7 +613,12 @@ impl Thread {
         let Some(conn) = self.conns[slot].as_mut() else {
             return Ok(());
         };
-        conn.recv_in_flight = false;
+        // A multishot receive stays armed while its completions say "more".
+        if !(conn.recv_multishot && cqueue::more(flags)) {
+            conn.recv_in_flight = false;
+            conn.recv_multishot = false;
+            conn.pausing = false;
+        }
         conn.last_active = now;
         if result > 0 {
             let Some(bid) = cqueue::buffer_select(flags) else {
@@ -509,14 +632,32 @@ impl Thread {
                 conn.send_off = 0;
                 conn.send_len = result as u32;
             } else {
-                conn.queued = Some((bid, result as u32));
+                conn.queued.push_back((bid, result as u32));
             }
         } else if result == 0 {
             conn.eof = true;
         } else if -result == ENOBUFS {
-            // The pool is empty: wait for a buffer to come back.
+            // The ring is empty: add buffers if the pool has more, else wait
+            // for one to come back.
             conn.starved = true;
             self.waiting_for_buffer.push(slot as u32);
+            if self.provided < BUFFERS {
+                self.grow(self.provided);
+                for slot in std::mem::take(&mut self.waiting_for_buffer) {
+                    if let Some(conn) = self.conns[slot as usize].as_mut() {
+                        conn.starved = false;
+                    }
+                    self.advance(ring, shared, slot)?;
+                }
+                return Ok(());
+            }
+        } else if -result == ECANCELED && !forced && conn.ending.is_none() {
+            // Paused (queue full): `advance` arms it again once drained.
+        } else if -result == EINVAL && self.multishot && conn.bytes_in == 0 && conn.ending.is_none()
+        {
+            // A kernel before 6.0: no multishot receive. Single-shot from now.
+            self.multishot = false;
+            tracing::debug!("multishot receive not supported: one receive per message");
         } else {
             conn.ending
                 .get_or_insert_with(|| ending_reason(result, forced));
@@ -553,15 +694,24 @@ impl Thread {
         self.advance(ring, shared, slot as u32)
     }
 
+    /// Hands `more` of the pool's untouched buffers to the ring.
+    fn grow(&mut self, more: u16) {
+        let more = more.min(BUFFERS - self.provided).max(1);
+        for bid in self.provided..self.provided + more {
+            // SAFETY: `bid` < BUFFERS names one of the pool's slices.
+            let addr = unsafe { self.pool_addr.add(bid as usize * BUFFER_SIZE) };
+            self.bufs.add(addr, BUFFER_SIZE as u32, bid);
+        }
+        self.provided += more;
+        tracing::debug!(buffers = self.provided, "receive buffer pool grown");
+    }
+
     fn return_buffer(&mut self, ring: &mut IoUring, bid: u16) -> io::Result<()> {
         // SAFETY: `bid` names one of the pool's slices.
         let addr = unsafe { self.pool_addr.add(bid as usize * BUFFER_SIZE) };
-        let entry = opcode::ProvideBuffers::new(addr, BUFFER_SIZE as i32, 1, GROUP, bid)
-            .build()
-            .user_data(OP_IGNORE);
-        push(ring, &entry)?;
-        // A connection that found the pool empty can receive again. The
-        // provide is queued before its receive, so the buffer is there.
+        self.bufs.add(addr, BUFFER_SIZE as u32, bid);
+        // A connection that found the ring empty can receive again: the
+        // buffer is in the ring before its receive is submitted.
         if let Some(slot) = self.waiting_for_buffer.pop() {
             if let Some(conn) = self.conns[slot as usize].as_mut() {
                 conn.starved = false;
@@ -577,19 +727,12 @@ impl Thread {
         let Some(conn) = self.conns[slot as usize].as_mut() else {
             return Ok(());
         };
-        if conn.recv_in_flight || conn.eof || conn.ending.is_some() || conn.queued.is_some() {
+        if conn.recv_in_flight || conn.eof || conn.ending.is_some() || !conn.queued.is_empty() {
             return Ok(());
         }
-        let entry = opcode::Recv::new(
-            types::Fd(conn.fd.as_raw_fd()),
-            std::ptr::null_mut(),
-            BUFFER_SIZE as u32,
-        )
-        .buf_group(GROUP)
-        .build()
-        .flags(squeue::Flags::BUFFER_SELECT)
-        .user_data(slot_data(slot, OP_RECV));
+        let entry = recv_entry(self.multishot, types::Fd(conn.fd.as_raw_fd()), slot);
         conn.recv_in_flight = true;
+        conn.recv_multishot = self.multishot;
         self.push_with_idle(ring, entry)
     }
 
@@ -648,6 +791,20 @@ fn ending_reason(result: i32, forced: bool) -> String {
     } else {
         crate::error::reason(&io::Error::from_raw_os_error(-result))
     }
+}
+
+/// A receive into a buffer from the ring: multishot (armed until it ends)
+/// or one receive.
+fn recv_entry(multishot: bool, fd: types::Fd, slot: u32) -> squeue::Entry {
+    let entry = if multishot {
+        opcode::RecvMulti::new(fd, GROUP).build()
+    } else {
+        opcode::Recv::new(fd, std::ptr::null_mut(), BUFFER_SIZE as u32)
+            .buf_group(GROUP)
+            .build()
+            .flags(squeue::Flags::BUFFER_SELECT)
+    };
+    entry.user_data(slot_data(slot, OP_RECV))
 }
 
 fn accept_data(listener: usize) -> u64 {
