@@ -78,6 +78,9 @@ const OP_IGNORE: u64 = 3; // link timeouts, buffer returns, cancels
 const OP_ACCEPT_RETRY: u64 = 4;
 
 const MSG_NOSIGNAL: i32 = 0x4000;
+/// On a send: the kernel retries a short send itself (Linux 5.19+), so a
+/// send completes short only on an error.
+const MSG_WAITALL: i32 = 0x100;
 const ENOBUFS: i32 = 105;
 const ECANCELED: i32 = 125;
 const EMFILE: i32 = 24;
@@ -260,6 +263,7 @@ pub fn run_thread(shared: &Shared) -> io::Result<()> {
         bufs,
         provided: 0,
         multishot: true,
+        quiet_sends: 0,
         conns: Vec::new(),
         free: Vec::new(),
         waiting_for_buffer: Vec::new(),
@@ -295,6 +299,10 @@ struct Thread {
     provided: u16,
     /// Receives are multishot (cleared, for good, if the kernel refuses).
     multishot: bool,
+    /// Sends queued this round whose completion needs no follow-up: the
+    /// next wait asks for that many completions more, so one system call
+    /// both submits them and sleeps until the next message.
+    quiet_sends: u32,
     conns: Vec<Option<Conn>>,
     free: Vec<u32>,
     waiting_for_buffer: Vec<u32>,
@@ -354,8 +362,20 @@ impl Thread {
             if self.stopping && open_here == 0 && self.accepts_in_flight == 0 {
                 return Ok(());
             }
+            // Sends usually complete during the submission itself. Waiting
+            // for one completion would return at once with theirs, and a
+            // second system call would wait for the next message: wait for
+            // one completion beyond the quiet sends instead (the tick still
+            // bounds the wait). Not while connections wait for a buffer: a
+            // send completion gives one back.
+            let want = if self.waiting_for_buffer.is_empty() {
+                (1 + self.quiet_sends as usize).min(ENTRIES as usize)
+            } else {
+                1
+            };
+            self.quiet_sends = 0;
             let args = types::SubmitArgs::new().timespec(&tick);
-            match ring.submitter().submit_with_args(1, &args) {
+            match ring.submitter().submit_with_args(want, &args) {
                 Ok(_) => {}
                 Err(e) if matches!(e.raw_os_error(), Some(ETIME | EINTR | EBUSY)) => {}
                 Err(e) => return Err(e),
@@ -527,7 +547,7 @@ impl Thread {
                 let ptr = unsafe { base.add(conn.send_off as usize) };
                 entries[0] = Some(
                     opcode::Send::new(fd, ptr, conn.send_len - conn.send_off)
-                        .flags(MSG_NOSIGNAL)
+                        .flags(MSG_NOSIGNAL | MSG_WAITALL)
                         .build()
                         .user_data(slot_data(slot, OP_SEND)),
                 );
@@ -564,6 +584,20 @@ impl Thread {
                     .user_data(OP_IGNORE),
             );
             conn.pausing = true;
+        }
+        // A send whose completion only gives its buffer back (its receive
+        // stays armed, nothing queued behind it, no end to finish): the loop
+        // need not wake up for it. See `Thread::quiet_sends`.
+        if entries[0].is_some()
+            && !conn.greeting
+            && conn.queued.is_empty()
+            && conn.recv_in_flight
+            && conn.recv_multishot
+            && !conn.pausing
+            && !conn.eof
+            && conn.ending.is_none()
+        {
+            self.quiet_sends += 1;
         }
         let busy =
             conn.send_in_flight || conn.recv_in_flight || conn.starved && conn.ending.is_none();
