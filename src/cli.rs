@@ -317,8 +317,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "trace")]
     pub trace_pause_accept: Option<Duration>,
 
-    /// Threads serving TCP (io_uring engine; default: one per available
-    /// core).
+    /// Threads serving (default: one per available core): the io_uring
+    /// engine's threads, and the epoll engine's runtime workers.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub threads: Option<u64>,
 

@@ -21,7 +21,15 @@ fn main() -> ExitCode {
     let inetd = matches!(&cli.command, Command::Serve(args) if args.inetd);
     init_logging(if inetd { None } else { Some(cli.verbose) });
 
-    let runtime = match tokio::runtime::Runtime::new() {
+    // `serve --threads N` sizes the epoll engine's runtime too (the
+    // io_uring engine runs its own N threads beside it).
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Serve(args) = &cli.command
+        && let Some(threads) = args.threads
+    {
+        builder.worker_threads(threads as usize);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => return fail(&anyhow::Error::new(e).context("cannot start the runtime")),
     };

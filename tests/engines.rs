@@ -137,3 +137,40 @@ fn stop_refuses_then_drain_deadline_closes() {
         assert!(exited.status.success(), "{engine:?}: {}", exited.stderr);
     }
 }
+
+/// The start-up log names the engine chosen and its threads; `--threads`
+/// sizes both engines.
+#[test]
+fn startup_log_names_the_engine() {
+    let started = |args: &[&str]| {
+        let mut server = common::Proc::sockecho(args);
+        server.listen_ok();
+        server.signal("TERM");
+        let exited = server.wait_exit();
+        assert!(exited.status.success(), "{args:?}: {}", exited.stderr);
+        exited.stderr
+    };
+    let log = started(&[
+        "-v",
+        "serve",
+        "--epoll",
+        "--threads",
+        "3",
+        "tcp://127.0.0.1:0",
+    ]);
+    assert!(
+        log.contains(r#"engine="epoll" threads=3 why="--epoll""#),
+        "{log}"
+    );
+    let log = started(&["-v", "serve", "--threads", "3", "tcp://127.0.0.1:0"]);
+    assert!(
+        log.contains(r#"engine="io_uring" threads=3"#)
+            || log.contains(r#"engine="epoll" threads=3 why="io_uring unavailable here""#),
+        "{log}"
+    );
+    let log = started(&["-v", "serve", "--mode", "discard", "tcp://127.0.0.1:0"]);
+    assert!(
+        log.contains(r#"engine="epoll""#) && log.contains(r#"why="--mode""#),
+        "{log}"
+    );
+}

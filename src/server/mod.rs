@@ -315,6 +315,7 @@ impl Server {
             tls: self.tls,
         };
         let use_uring = uring_suits(&ctx.config);
+        let mut epoll_logged = false;
         let mut only_connections = false;
         let mut ring_listeners = Vec::new();
         for socket in self.sockets {
@@ -332,6 +333,15 @@ impl Server {
                 }
                 Bound::Stream(listener) => {
                     ctx.config.events.listen(listener.local_endpoint());
+                    if !epoll_logged {
+                        epoll_logged = true;
+                        tracing::info!(
+                            engine = "epoll",
+                            threads = tokio::runtime::Handle::current().metrics().num_workers(),
+                            why = epoll_reason(&ctx.config, listener.local_endpoint()),
+                            "serving streams"
+                        );
+                    }
                     if let (Endpoint::Tls(_), Some(tls)) = (listener.local_endpoint(), &ctx.tls)
                         && let Some(fingerprint) = &tls.self_signed_fingerprint
                     {
@@ -436,6 +446,23 @@ fn uring_suits(config: &ServeConfig) -> bool {
     {
         let _ = config;
         false
+    }
+}
+
+/// Why a stream endpoint is served by the epoll engine, for the start-up log.
+fn epoll_reason(config: &ServeConfig, endpoint: &Endpoint) -> &'static str {
+    if config.engine != Engine::Auto {
+        "--epoll"
+    } else if !matches!(endpoint, Endpoint::Tcp(_)) {
+        "not plain TCP"
+    } else if config.once {
+        "--once"
+    } else if config.trace.is_enabled() || config.pause_accept.is_some() {
+        "--trace"
+    } else if config.mode != service::Mode::Echo {
+        "--mode"
+    } else {
+        "io_uring unavailable here"
     }
 }
 
