@@ -59,6 +59,10 @@ const MAX_QUEUED: usize = 2;
 /// The buffer group id of the pool.
 const GROUP: u16 = 0;
 
+/// The most registered (fixed) descriptors per ring: connections in slots
+/// past it use their plain descriptor.
+const FIXED_FILES: u32 = 65_536;
+
 /// Submission queue entries per ring.
 const ENTRIES: u32 = 4096;
 
@@ -210,6 +214,10 @@ pub struct Shared {
 
 struct Conn {
     fd: OwnedFd,
+    /// Its descriptor is also in the ring's table of registered files at
+    /// the index of its slot: operations name it there, so the kernel takes
+    /// no reference on the file per operation.
+    fixed: bool,
     /// Released when the connection ends.
     _permit: OwnedSemaphorePermit,
     /// Its place in the per-source count (`--max-conns-per-ip`), freed
@@ -263,6 +271,7 @@ pub fn run_thread(shared: &Shared) -> io::Result<()> {
         bufs,
         provided: 0,
         multishot: true,
+        fixed_fds: fixed_table(&ring),
         quiet_sends: 0,
         conns: Vec::new(),
         free: Vec::new(),
@@ -299,6 +308,10 @@ struct Thread {
     provided: u16,
     /// Receives are multishot (cleared, for good, if the kernel refuses).
     multishot: bool,
+    /// The descriptors of the ring's registered-file table, one per slot
+    /// (empty where the kernel or the descriptor limit refused a table):
+    /// files updates read them from here.
+    fixed_fds: Box<[RawFd]>,
     /// Sends queued this round whose completion needs no follow-up: the
     /// next wait asks for that many completions more, so one system call
     /// both submits them and sleeps until the next message.
@@ -482,6 +495,7 @@ impl Thread {
         shared.events.connection(&peer, &shared.listeners[i].1);
         let conn = Conn {
             fd,
+            fixed: false,
             _permit: permit,
             _source: source,
             peer,
@@ -513,6 +527,20 @@ impl Thread {
                 (self.conns.len() - 1) as u32
             }
         };
+        if let (Some(conn), Some(entry)) = (
+            self.conns[slot as usize].as_mut(),
+            self.fixed_fds.get_mut(slot as usize),
+        ) {
+            // Registered before its first operation: entries are issued in
+            // order, and a files update completes as it is issued.
+            *entry = conn.fd.as_raw_fd();
+            let update = opcode::FilesUpdate::new(entry, 1)
+                .offset(slot as i32)
+                .build()
+                .user_data(OP_IGNORE);
+            conn.fixed = true;
+            push(ring, &update)?;
+        }
         self.advance(ring, shared, slot)
     }
 
@@ -524,7 +552,7 @@ impl Thread {
         let Some(conn) = self.conns[slot as usize].as_mut() else {
             return Ok(());
         };
-        let fd = types::Fd(conn.fd.as_raw_fd());
+        let fd = target(conn, slot);
         let mut entries: [Option<squeue::Entry>; 2] = [None, None];
         if conn.ending.is_none() && !conn.send_in_flight {
             if !conn.greeting && conn.buffer.is_none() {
@@ -545,12 +573,16 @@ impl Thread {
                 };
                 // SAFETY: send_off < send_len <= the slice's length.
                 let ptr = unsafe { base.add(conn.send_off as usize) };
-                entries[0] = Some(
-                    opcode::Send::new(fd, ptr, conn.send_len - conn.send_off)
+                let len = conn.send_len - conn.send_off;
+                let send = match fd {
+                    Target::Fd(fd) => opcode::Send::new(fd, ptr, len)
                         .flags(MSG_NOSIGNAL | MSG_WAITALL)
-                        .build()
-                        .user_data(slot_data(slot, OP_SEND)),
-                );
+                        .build(),
+                    Target::Fixed(fd) => opcode::Send::new(fd, ptr, len)
+                        .flags(MSG_NOSIGNAL | MSG_WAITALL)
+                        .build(),
+                };
+                entries[0] = Some(send.user_data(slot_data(slot, OP_SEND)));
                 conn.send_in_flight = true;
             }
         }
@@ -615,6 +647,15 @@ impl Thread {
             .take()
             .expect("slot checked above");
         self.free.push(slot);
+        if conn.fixed {
+            // Out of the table (queued before any operation of the slot's
+            // next connection); the descriptor closes below.
+            let update = opcode::FilesUpdate::new(&UNREGISTERED, 1)
+                .offset(slot as i32)
+                .build()
+                .user_data(OP_IGNORE);
+            push(ring, &update)?;
+        }
         if conn.ending.is_none() {
             let _ = SockRef::from(&conn.fd).shutdown(std::net::Shutdown::Write);
         }
@@ -764,7 +805,7 @@ impl Thread {
         if conn.recv_in_flight || conn.eof || conn.ending.is_some() || !conn.queued.is_empty() {
             return Ok(());
         }
-        let entry = recv_entry(self.multishot, types::Fd(conn.fd.as_raw_fd()), slot);
+        let entry = recv_entry(self.multishot, target(conn, slot), slot);
         conn.recv_in_flight = true;
         conn.recv_multishot = self.multishot;
         self.push_with_idle(ring, entry)
@@ -829,17 +870,57 @@ fn ending_reason(result: i32, forced: bool) -> String {
 
 /// A receive into a buffer from the ring: multishot (armed until it ends)
 /// or one receive.
-fn recv_entry(multishot: bool, fd: types::Fd, slot: u32) -> squeue::Entry {
-    let entry = if multishot {
-        opcode::RecvMulti::new(fd, GROUP).build()
-    } else {
-        opcode::Recv::new(fd, std::ptr::null_mut(), BUFFER_SIZE as u32)
+fn recv_entry(multishot: bool, fd: Target, slot: u32) -> squeue::Entry {
+    let entry = match (multishot, fd) {
+        (true, Target::Fd(fd)) => opcode::RecvMulti::new(fd, GROUP).build(),
+        (true, Target::Fixed(fd)) => opcode::RecvMulti::new(fd, GROUP).build(),
+        (false, Target::Fd(fd)) => opcode::Recv::new(fd, std::ptr::null_mut(), BUFFER_SIZE as u32)
             .buf_group(GROUP)
-            .build()
-            .flags(squeue::Flags::BUFFER_SELECT)
+            .build(),
+        (false, Target::Fixed(fd)) => {
+            opcode::Recv::new(fd, std::ptr::null_mut(), BUFFER_SIZE as u32)
+                .buf_group(GROUP)
+                .build()
+        }
+    };
+    let entry = if multishot {
+        entry
+    } else {
+        entry.flags(squeue::Flags::BUFFER_SELECT)
     };
     entry.user_data(slot_data(slot, OP_RECV))
 }
+
+/// Registers an empty table of files with `ring`, as large as the kernel and
+/// the descriptor limit allow (up to FIXED_FILES), and returns its mirror.
+fn fixed_table(ring: &IoUring) -> Box<[RawFd]> {
+    let mut size = FIXED_FILES;
+    while size >= 64 {
+        if ring.submitter().register_files_sparse(size).is_ok() {
+            return vec![-1; size as usize].into_boxed_slice();
+        }
+        size /= 2;
+    }
+    Box::default()
+}
+
+/// What an operation names: the registered descriptor where there is one.
+#[derive(Clone, Copy)]
+enum Target {
+    Fd(types::Fd),
+    Fixed(types::Fixed),
+}
+
+fn target(conn: &Conn, slot: u32) -> Target {
+    if conn.fixed {
+        Target::Fixed(types::Fixed(slot))
+    } else {
+        Target::Fd(types::Fd(conn.fd.as_raw_fd()))
+    }
+}
+
+/// Written into a registered-file slot to empty it.
+static UNREGISTERED: RawFd = -1;
 
 fn accept_data(listener: usize) -> u64 {
     ((listener as u64) << 3) | OP_ACCEPT
