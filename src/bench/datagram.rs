@@ -20,7 +20,7 @@ pub const HEADER: usize = 8;
 
 /// How many recent sequence numbers a flow remembers as answered. A
 /// duplicate arriving more than this many datagrams late counts as late.
-const HISTORY: u64 = 1024;
+pub(super) const HISTORY: u64 = 1024;
 
 #[derive(Clone, Copy)]
 struct Slot {
@@ -130,6 +130,14 @@ pub(super) async fn drive(id: usize, socket: Datagram, shared: &Shared) -> Outco
                         in_flight += 1;
                         progressed = true;
                     }
+                    Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                        // ICMP port unreachable for an earlier datagram,
+                        // reported here and not on a receive: this one was
+                        // not sent; count it, send it again.
+                        outcome.note_refused(id, &e);
+                        progressed = true;
+                        break;
+                    }
                     Poll::Ready(Err(e)) => return Poll::Ready(Ending::Io(e)),
                     Poll::Pending => break,
                 }
@@ -183,7 +191,7 @@ pub(super) async fn drive(id: usize, socket: Datagram, shared: &Shared) -> Outco
                 Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
                     // ICMP port unreachable for an earlier datagram: the
                     // datagram is lost; keep going, the server may come back.
-                    outcome.errors += 1;
+                    outcome.note_refused(id, &e);
                     progressed = true;
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Ending::Io(e)),

@@ -5,7 +5,9 @@
 //!   [`report::BenchReport`].
 //! - `stream` and `datagram` hold the per-connection drivers: one
 //!   hand-written future each, written once for every transport of its
-//!   kind.
+//!   kind. Closed-loop runs over TCP, Unix streams and UDP take the
+//!   io_uring drivers instead (`uring`, `uring_dgram`) where the kernel
+//!   offers io_uring; `--epoll` keeps them on tokio.
 //! - [`pattern`] gives the bytes sent, so every echoed byte is verified
 //!   with one `memcmp`.
 //! - [`histogram`] records latencies into a high-dynamic-range histogram and
@@ -28,6 +30,8 @@ pub mod report;
 mod stream;
 #[cfg(target_os = "linux")]
 mod uring;
+#[cfg(target_os = "linux")]
+mod uring_dgram;
 mod worker;
 
 use std::future::Future as _;
@@ -323,6 +327,14 @@ impl Outcome {
             .get_or_insert_with(|| format!("connection {id}: {what} ({len} bytes)"));
     }
 
+    /// A datagram flow heard ICMP port unreachable: an error, counted, but
+    /// not the end of the flow (the server may come back).
+    fn note_refused(&mut self, id: usize, e: &std::io::Error) {
+        self.errors += 1;
+        self.first_error
+            .get_or_insert_with(|| format!("connection {id}: {}", crate::error::reason(e)));
+    }
+
     fn end(&mut self, id: usize, ending: Ending) {
         match ending {
             Ending::Done => {}
@@ -552,14 +564,19 @@ pub fn write_plot(report: &BenchReport, path: &std::path::Path) -> Result<(), Er
         .map_err(|e| Error::invalid(format!("cannot write {}", path.display()), &e))
 }
 
-/// The io_uring driver serves closed-loop TCP and Unix stream runs where
-/// the kernel offers it; everything else goes through tokio.
+/// The io_uring drivers serve closed-loop TCP, Unix stream and UDP runs
+/// where the kernel offers io_uring; everything else goes through tokio.
 fn uring_suits(config: &BenchConfig) -> bool {
     #[cfg(target_os = "linux")]
     {
         config.rate.is_none()
             && config.driver != Driver::Epoll
-            && matches!(config.endpoint, Endpoint::Tcp(_) | Endpoint::Unix(_))
+            && match config.endpoint {
+                Endpoint::Tcp(_) | Endpoint::Unix(_) => true,
+                // A completion names its datagram's slot in 10 bits.
+                Endpoint::Udp(_) => config.pipeline <= 1024,
+                _ => false,
+            }
             && uring::available()
     }
     #[cfg(not(target_os = "linux"))]

@@ -8,7 +8,8 @@
 //! in TCP rather than in system call entry and exit. The driver is chosen
 //! at start-up only where the kernel offers io_uring with fast poll and
 //! extended wait arguments (Linux 5.11+); containers that block io_uring,
-//! open-loop runs and datagrams use the tokio drivers.
+//! open-loop runs and Unix datagrams use the tokio drivers (closed-loop UDP
+//! has its own ring driver, `uring_dgram.rs`).
 //!
 //! The only `unsafe` is pushing entries that point at buffers: each
 //! connection's receive buffer is a `Box<[u8]>` that never moves or drops
@@ -273,7 +274,7 @@ fn run_ring(
 }
 
 /// errno values the wait may end with that are not failures.
-mod errno {
+pub(super) mod errno {
     pub const EINTR: i32 = 4;
     pub const EBUSY: i32 = 16;
     pub const ETIME: i32 = 62;

@@ -1,15 +1,16 @@
 //! The bench's threads: each connects its share of the connections on its
-//! own single-threaded runtime (or its own io_uring ring), waits for the
-//! common start, drives them, and hands back their outcomes and latencies.
+//! own single-threaded runtime (or its own io_uring ring: `uring.rs` for
+//! streams, `uring_dgram.rs` for UDP), waits for the common start, drives
+//! them, and hands back their outcomes and latencies.
 
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-#[cfg(target_os = "linux")]
-use super::uring;
 use super::{Ending, Outcome, Shared, ThreadResult, datagram, stream, take_latencies};
+#[cfg(target_os = "linux")]
+use super::{uring, uring_dgram};
 use crate::endpoint::{Endpoint, Kind};
 use crate::error::Error;
 use crate::transport::{Datagram, Stream};
@@ -19,12 +20,14 @@ enum Conn {
     Datagram(Datagram),
 }
 
-/// The io_uring flavour of [`worker`]: blocking connects on this thread,
-/// then one ring for all of its connections.
+/// The io_uring flavour of [`worker`]: blocking connects on this thread
+/// (`connect`, once per connection), then one ring for all of them
+/// (`drive`).
 #[cfg(target_os = "linux")]
-fn uring_worker(
+fn uring_worker<S>(
     ids: Vec<usize>,
-    endpoint: Endpoint,
+    connect: impl Fn() -> Result<S, Error>,
+    drive: impl FnOnce(Vec<(usize, S)>, &Shared) -> io::Result<Vec<(usize, Outcome)>>,
     ready_tx: tokio::sync::mpsc::Sender<Ready>,
     go_rx: std::sync::mpsc::Receiver<Arc<Shared>>,
     done_tx: tokio::sync::oneshot::Sender<ThreadResult>,
@@ -36,8 +39,8 @@ fn uring_worker(
         first_error: None,
     };
     for id in ids {
-        match uring::RawStream::connect(&endpoint, Duration::from_secs(10)) {
-            Ok(stream) => conns.push((id, stream)),
+        match connect() {
+            Ok(conn) => conns.push((id, conn)),
             Err(e) => {
                 ready.errors += 1;
                 ready.first_error.get_or_insert(e);
@@ -52,7 +55,7 @@ fn uring_worker(
     drop(ready_tx);
     let Ok(shared) = go_rx.recv() else { return };
     let ids: Vec<usize> = conns.iter().map(|(id, _)| *id).collect();
-    let outcomes = match uring::drive_all(conns, &shared) {
+    let outcomes = match drive(conns, &shared) {
         Ok(outcomes) => outcomes,
         Err(e) => {
             tracing::warn!(cause = %e, "io_uring driver failed");
@@ -100,7 +103,24 @@ pub(super) fn worker(
     } = target;
     #[cfg(target_os = "linux")]
     if use_uring {
-        return uring_worker(ids, endpoint, ready_tx, go_rx, done_tx);
+        return match kind {
+            Kind::Stream => uring_worker(
+                ids,
+                || uring::RawStream::connect(&endpoint, Duration::from_secs(10)),
+                uring::drive_all,
+                ready_tx,
+                go_rx,
+                done_tx,
+            ),
+            Kind::Datagram => uring_worker(
+                ids,
+                || uring_dgram::connect(&endpoint),
+                uring_dgram::drive_all,
+                ready_tx,
+                go_rx,
+                done_tx,
+            ),
+        };
     }
     let _ = use_uring;
     let runtime = match tokio::runtime::Builder::new_current_thread()
