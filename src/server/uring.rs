@@ -49,10 +49,15 @@ use crate::transport::Peer;
 /// only between a receive and the end of its echo.
 const BUFFERS: u16 = 256;
 const BUFFER_SIZE: usize = 64 * 1024;
-/// Buffers given to the ring at start; more are added (doubling) only when a
-/// receive finds the ring empty, so a quiet server's pool stays small and
-/// untouched pages never become resident.
-const INITIAL_BUFFERS: u16 = 16;
+/// The fewest buffers kept in the ring. The kernel takes buffers from the
+/// ring in the order they were added, so every buffer in it is one more in
+/// the set the copies cycle through: the ring holds about twice the most
+/// receives a recent round took (doubling when a receive finds it empty,
+/// decaying slowly), not the whole pool. Buffers given back go on a stack
+/// and the ring is topped up from its top once per round, so the kernel
+/// fills buffers that are still in cache, and pool pages that were never
+/// needed never become resident.
+const MIN_RING: u16 = 4;
 /// Received buffers a connection may queue behind the one being sent before
 /// its multishot receive is paused.
 const MAX_QUEUED: usize = 2;
@@ -270,6 +275,10 @@ pub fn run_thread(shared: &Shared) -> io::Result<()> {
     let mut thread = Thread {
         bufs,
         provided: 0,
+        free_bufs: Vec::with_capacity(BUFFERS as usize),
+        in_ring: 0,
+        taken: 0,
+        peak: (MIN_RING as u32) << 8,
         multishot: true,
         fixed_fds: fixed_table(&ring),
         quiet_sends: 0,
@@ -304,8 +313,17 @@ pub fn run_thread(shared: &Shared) -> io::Result<()> {
 struct Thread {
     /// The ring the kernel takes receive buffers from.
     bufs: BufRing,
-    /// Buffers handed to the ring so far (the rest of the pool is untouched).
+    /// Pool buffers ever handed out (the rest of the pool is untouched).
     provided: u16,
+    /// Given-back buffers not in the ring, most recent last.
+    free_bufs: Vec<u16>,
+    /// Buffers in the ring now.
+    in_ring: u16,
+    /// Buffers receives took this round, and the recent most in a round
+    /// (decaying by 1/64 a round; fixed point, 8 fractional bits): the ring
+    /// is topped up to twice that.
+    taken: u32,
+    peak: u32,
     /// Receives are multishot (cleared, for good, if the kernel refuses).
     multishot: bool,
     /// The descriptors of the ring's registered-file table, one per slot
@@ -339,7 +357,7 @@ struct Thread {
 
 impl Thread {
     fn run(&mut self, ring: &mut IoUring, shared: &Shared) -> io::Result<()> {
-        self.grow(INITIAL_BUFFERS);
+        self.refill(ring)?;
         for i in 0..shared.listeners.len() {
             self.arm_accept(ring, shared, i)?;
         }
@@ -381,6 +399,7 @@ impl Thread {
             // one completion beyond the quiet sends instead (the tick still
             // bounds the wait). Not while connections wait for a buffer: a
             // send completion gives one back.
+            self.refill(ring)?;
             let want = if self.waiting_for_buffer.is_empty() {
                 (1 + self.quiet_sends as usize).min(ENTRIES as usize)
             } else {
@@ -664,7 +683,7 @@ impl Thread {
             .into_iter()
             .chain(conn.queued.iter().map(|&(b, _)| b))
         {
-            self.return_buffer(ring, bid)?;
+            self.return_buffer(bid);
         }
         shared.events.closed(
             &conn.peer,
@@ -700,6 +719,8 @@ impl Thread {
                 conn.ending = Some("receive without a buffer".to_owned());
                 return self.advance(ring, shared, slot as u32);
             };
+            self.in_ring -= 1;
+            self.taken += 1;
             conn.bytes_in += result as u64;
             conn.full = result as usize == BUFFER_SIZE;
             if conn.buffer.is_none() && !conn.greeting {
@@ -712,19 +733,14 @@ impl Thread {
         } else if result == 0 {
             conn.eof = true;
         } else if -result == ENOBUFS {
-            // The ring is empty: add buffers if the pool has more, else wait
-            // for one to come back.
+            // The ring ran dry: keep more buffers in it from now on, and
+            // receive again once it is topped up (end of this round), or
+            // once a buffer comes back if the whole pool is in use.
             conn.starved = true;
             self.waiting_for_buffer.push(slot as u32);
-            if self.provided < BUFFERS {
-                self.grow(self.provided);
-                for slot in std::mem::take(&mut self.waiting_for_buffer) {
-                    if let Some(conn) = self.conns[slot as usize].as_mut() {
-                        conn.starved = false;
-                    }
-                    self.advance(ring, shared, slot)?;
-                }
-                return Ok(());
+            if self.peak < (BUFFERS as u32) << 8 {
+                self.peak = (self.peak * 2).max((MIN_RING as u32) << 8);
+                tracing::debug!(peak = self.peak >> 8, "receive buffer ring grown");
             }
         } else if -result == ECANCELED && !forced && conn.ending.is_none() {
             // Paused (queue full): `advance` arms it again once drained.
@@ -763,37 +779,47 @@ impl Thread {
         if conn.send_off >= conn.send_len {
             conn.greeting = false;
             if let Some(bid) = conn.buffer.take() {
-                self.return_buffer(ring, bid)?;
+                self.return_buffer(bid);
             }
         }
         self.advance(ring, shared, slot as u32)
     }
 
-    /// Hands `more` of the pool's untouched buffers to the ring.
-    fn grow(&mut self, more: u16) {
-        let more = more.min(BUFFERS - self.provided).max(1);
-        for bid in self.provided..self.provided + more {
+    /// Tops the ring up to its target, most recently given back buffers
+    /// first, then untouched ones; then lets connections that found it
+    /// empty receive again.
+    fn refill(&mut self, ring: &mut IoUring) -> io::Result<()> {
+        self.peak = (self.peak - self.peak / 64).max(self.taken << 8);
+        self.taken = 0;
+        let target = (self.peak >> 7).clamp(MIN_RING as u32, BUFFERS as u32) as u16;
+        while self.in_ring < target {
+            let bid = match self.free_bufs.pop() {
+                Some(bid) => bid,
+                None if self.provided < BUFFERS => {
+                    self.provided += 1;
+                    self.provided - 1
+                }
+                None => break,
+            };
             // SAFETY: `bid` < BUFFERS names one of the pool's slices.
             let addr = unsafe { self.pool_addr.add(bid as usize * BUFFER_SIZE) };
             self.bufs.add(addr, BUFFER_SIZE as u32, bid);
+            self.in_ring += 1;
         }
-        self.provided += more;
-        tracing::debug!(buffers = self.provided, "receive buffer pool grown");
-    }
-
-    fn return_buffer(&mut self, ring: &mut IoUring, bid: u16) -> io::Result<()> {
-        // SAFETY: `bid` names one of the pool's slices.
-        let addr = unsafe { self.pool_addr.add(bid as usize * BUFFER_SIZE) };
-        self.bufs.add(addr, BUFFER_SIZE as u32, bid);
-        // A connection that found the ring empty can receive again: the
-        // buffer is in the ring before its receive is submitted.
-        if let Some(slot) = self.waiting_for_buffer.pop() {
+        while self.in_ring > 0
+            && let Some(slot) = self.waiting_for_buffer.pop()
+        {
             if let Some(conn) = self.conns[slot as usize].as_mut() {
                 conn.starved = false;
             }
-            return self.resume(ring, slot);
+            self.resume(ring, slot)?;
         }
         Ok(())
+    }
+
+    /// A buffer is free again: onto the stack the ring is refilled from.
+    fn return_buffer(&mut self, bid: u16) {
+        self.free_bufs.push(bid);
     }
 
     fn resume(&mut self, ring: &mut IoUring, slot: u32) -> io::Result<()> {
