@@ -54,11 +54,11 @@ fn many_clients_at_once() {
 }
 
 /// More connections streaming at once than the io_uring engine's buffer
-/// pool holds (it starts with 16 buffers and grows to 256 per thread, and
+/// ring holds (it starts with 4 buffers and grows as rounds take more, and
 /// each connection queues a few while its send is in flight): receives
-/// find the ring empty, the pool grows, then connections wait for buffers
-/// to come back, and receives pause and resume. Every byte still comes back
-/// to its own connection, in order.
+/// find the ring empty and wait for it to be refilled, and receives pause
+/// and resume. Every byte still comes back to its own connection, in
+/// order.
 #[test]
 fn more_streams_than_buffers() {
     for engine in ENGINES {

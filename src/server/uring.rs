@@ -47,7 +47,7 @@ use crate::transport::Peer;
 /// buffer ring's size), and their size: as large as the C reference's read
 /// buffer, so a 64 KiB message is one receive. A connection holds buffers
 /// only between a receive and the end of its echo.
-const BUFFERS: u16 = 256;
+const BUFFERS: u16 = 1024;
 const BUFFER_SIZE: usize = 64 * 1024;
 /// The fewest buffers kept in the ring. The kernel takes buffers from the
 /// ring in the order they were added, so every buffer in it is one more in
@@ -806,9 +806,12 @@ impl Thread {
             self.bufs.add(addr, BUFFER_SIZE as u32, bid);
             self.in_ring += 1;
         }
-        while self.in_ring > 0
-            && let Some(slot) = self.waiting_for_buffer.pop()
-        {
+        // One waiting connection per buffer in the ring: more would find
+        // it empty again.
+        for _ in 0..self.in_ring {
+            let Some(slot) = self.waiting_for_buffer.pop() else {
+                break;
+            };
             if let Some(conn) = self.conns[slot as usize].as_mut() {
                 conn.starved = false;
             }
