@@ -42,8 +42,8 @@
 //! every socket family), then [`server`] and [`client`].
 
 // `unsafe` is denied everywhere but where a module says why it needs it
-// (the io_uring drivers, TCP_INFO in `trace`), each block with a `SAFETY:`
-// note.
+// (the io_uring drivers, TCP_INFO in `trace`, recvmmsg/sendmmsg and UDP GSO
+// in `server::udp_batch`), each block with a `SAFETY:` note.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -13,6 +13,8 @@ mod datagram;
 pub mod guard;
 pub mod service;
 #[cfg(target_os = "linux")]
+mod udp_batch;
+#[cfg(target_os = "linux")]
 pub mod uring;
 
 use std::sync::Arc;

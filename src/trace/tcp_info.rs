@@ -1,8 +1,8 @@
 //! The kernel's view of a TCP socket: `getsockopt(TCP_INFO)` on Linux,
 //! nothing elsewhere, and the kernel's names for TCP states.
 
-// getsockopt(2) is a C call; the blocks below are the only unsafe code
-// outside the io_uring drivers, each with its SAFETY note.
+// getsockopt(2) is a C call; the blocks below are unsafe, each with its
+// SAFETY note (the other unsafe modules are listed in lib.rs).
 #![allow(unsafe_code)]
 
 use std::os::fd::RawFd;
