@@ -190,14 +190,15 @@ sample
 rss0=$rss fds0=$nfd
 echo "start:    rss ${rss0} KiB, ${fds0} fds (idle, before any load)"
 
-# The io_uring engine's receive buffers (a fixed pool per thread, handed
-# out in rotation) become resident page by page as receives write into
-# them, so under small messages resident memory creeps up for minutes
-# before it levels off at the pool's size: growth that is not a leak. Full
-# 32 KiB messages on many connections write every buffer whole within a
-# second or two, so the baseline below already holds the whole pool and
-# the comparison sees only real growth. (The epoll engine has no pool.)
-"$bin" bench "$tcp" -c 32 -s 32768 -d 3s --json >"$work/bench-fill.json" 2>&1 &
+# The io_uring engine's receive buffers (a pool of 64 KiB buffers per
+# thread, the most recently used handed out first) become resident page
+# by page as receives write into them: a buffer that carried only small
+# messages has one page resident until a large message fills it, growth
+# that is not a leak. Full 64 KiB messages on many connections write the
+# buffers a busy moment needs whole, so the baseline below already holds
+# them and the comparison sees only real growth. (The epoll engine has no
+# pool.)
+"$bin" bench "$tcp" -c 64 -s 65536 -d 3s --json >"$work/bench-fill.json" 2>&1 &
 load+=($!)
 start_load warmup "$warmup"
 finish_load "$warmup"
