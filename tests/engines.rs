@@ -174,3 +174,51 @@ fn startup_log_names_the_engine() {
         "{log}"
     );
 }
+
+/// The io_uring engine's single-shot receive path (kernels before 6.0, or
+/// `SOCKECHO_URING_SINGLESHOT=1`) echoes as the multishot one does. `.ci/run`
+/// also runs this whole file with the variable set.
+#[test]
+fn single_shot_receives_echo_streams() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(common::BIN)
+        .args(["-vv", "serve", "-q", "--threads", "1", "tcp://127.0.0.1:0"])
+        .env("SOCKECHO_URING_SINGLESHOT", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start sockecho");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("listen ok line");
+    let endpoint = line
+        .trim()
+        .strip_prefix("listen ok ")
+        .expect("listen ok")
+        .to_owned();
+    let clients: Vec<_> = (0..24)
+        .map(|i| {
+            let endpoint = endpoint.clone();
+            std::thread::spawn(move || {
+                let data = random_bytes(512 * 1024, 2000 + i);
+                echo_stream(connect(&endpoint), &data) == data
+            })
+        })
+        .collect();
+    for (i, client) in clients.into_iter().enumerate() {
+        assert!(client.join().unwrap(), "client {i} got other bytes");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    if log.contains(r#"engine="io_uring""#) {
+        assert!(log.contains("single-shot receives"), "{log}");
+    }
+}

@@ -18,7 +18,9 @@
 //! flight; when the queue is full the multishot receive is cancelled and
 //! armed again once the queue drains, so a peer that never reads stalls only
 //! itself and holds at most a few buffers. Kernels without multishot receive
-//! (before 6.0) get one single-shot receive per message instead.
+//! (before 6.0) get one single-shot receive per message instead;
+//! `SOCKECHO_URING_SINGLESHOT=1` in the environment chooses that path on any
+//! kernel (the tests run the engine suite both ways).
 //!
 //! The only `unsafe` is sharing memory with the kernel: entries that point
 //! into the buffer pool or the greeting (both live as long as the thread's
@@ -279,7 +281,7 @@ pub fn run_thread(shared: &Shared) -> io::Result<()> {
         in_ring: 0,
         taken: 0,
         peak: (MIN_RING as u32) << 8,
-        multishot: true,
+        multishot: std::env::var_os("SOCKECHO_URING_SINGLESHOT").is_none(),
         fixed_fds: fixed_table(&ring),
         quiet_sends: 0,
         conns: Vec::new(),
@@ -297,6 +299,9 @@ pub fn run_thread(shared: &Shared) -> io::Result<()> {
         refused: 0,
         last_refusal_log: None,
     };
+    if !thread.multishot {
+        tracing::debug!("single-shot receives (SOCKECHO_URING_SINGLESHOT)");
+    }
     let result = thread.run(&mut ring, shared);
     if result.is_err() {
         // Operations may still point into the pool and the buffer ring:
