@@ -14,18 +14,10 @@ use common::{TempPath, serve, sockecho};
 use serde_json::Value;
 use sockecho::bench::histogram::LatencyHistogram;
 
-/// Runs `sockecho bench ARGS --json` and returns the parsed report and the
-/// exit code.
+/// Runs `sockecho bench ARGS --json`: the parsed report, the exit code and
+/// standard error.
 fn bench_json(args: &[&str]) -> (Value, i32, String) {
-    let out = sockecho(&[&["bench"], args, &["--json"]].concat(), b"");
-    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "bench printed no JSON ({e}): {} {}",
-            out.stdout_text(),
-            out.stderr
-        )
-    });
-    (report, out.code(), out.stderr.clone())
+    common::bench_report(&[], args)
 }
 
 fn histogram_of(report: &Value) -> LatencyHistogram {

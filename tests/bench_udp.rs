@@ -11,7 +11,7 @@ use std::net::UdpSocket;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Proc, serve, sockecho};
+use common::{Proc, serve};
 use serde_json::Value;
 
 /// The default driver, then tokio's.
@@ -65,15 +65,7 @@ fn echo(datagram: &[u8]) -> Vec<(Duration, Vec<u8>)> {
 /// Runs `sockecho -vv bench ARGS --json`: the report, the exit code, and
 /// standard error (which names the driver).
 fn bench(args: &[&str]) -> (Value, i32, String) {
-    let out = sockecho(&[&["-vv", "bench"], args, &["--json"]].concat(), b"");
-    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "bench printed no JSON ({e}): {} {}",
-            out.stdout_text(),
-            out.stderr
-        )
-    });
-    (report, out.code(), out.stderr.clone())
+    common::bench_report(&["-vv"], args)
 }
 
 /// Whether this kernel offers what the io_uring bench drivers need (the

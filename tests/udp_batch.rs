@@ -47,6 +47,15 @@ fn payload(who: u8, index: usize, size: usize) -> Vec<u8> {
     data
 }
 
+/// Client `who`'s payloads, one per size.
+fn payloads(who: u8, sizes: &[usize]) -> Vec<Vec<u8>> {
+    sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &size)| payload(who, i, size))
+        .collect()
+}
+
 /// Sends every payload back to back, then reads as many replies and
 /// checks each against the request of the same rank: same bytes, same
 /// sender, same order.
@@ -107,11 +116,7 @@ fn many_clients_bursts_each_come_back_to_their_sender() {
                 scope.spawn(move || {
                     let who = wave * 2 + side;
                     let socket = client(addr);
-                    let requests: Vec<Vec<u8>> = sizes
-                        .iter()
-                        .enumerate()
-                        .map(|(i, &size)| payload(who, i, size))
-                        .collect();
+                    let requests = payloads(who, sizes);
                     start.wait();
                     burst_round_trip(&socket, &requests, &format!("client {who}"));
                 });
@@ -134,11 +139,7 @@ fn ipv6_bursts_from_two_clients_come_back_exactly() {
             let (start, sizes) = (&start, &sizes);
             scope.spawn(move || {
                 let socket = client(addr);
-                let requests: Vec<Vec<u8>> = sizes
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &size)| payload(who, i, size))
-                    .collect();
+                let requests = payloads(who, sizes);
                 start.wait();
                 burst_round_trip(&socket, &requests, &format!("IPv6 client {who}"));
             });

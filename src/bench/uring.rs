@@ -188,11 +188,9 @@ pub(super) fn drive_all(
             }
         })
         .collect();
-    // Registered descriptors spare the kernel a file lookup per operation.
     let fds: Vec<RawFd> = conns.iter().map(|c| c.stream.fd()).collect();
-    let fixed = ring.submitter().register_files(&fds).is_ok();
-    for (i, conn) in conns.iter_mut().enumerate() {
-        conn.fixed = fixed.then_some(i as u32);
+    for (conn, fixed) in conns.iter_mut().zip(register_fixed(&ring, &fds)) {
+        conn.fixed = fixed;
     }
     match run_ring(&mut ring, &mut conns, shared, entries as usize) {
         Ok(()) => Ok(conns.into_iter().map(|c| (c.id, c.outcome)).collect()),
@@ -246,16 +244,7 @@ fn run_ring(
                 }
             }
         }
-        let args = types::SubmitArgs::new().timespec(&tick);
-        match ring.submitter().submit_with_args(1, &args) {
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(errno::ETIME | errno::EINTR | errno::EBUSY)
-                ) => {}
-            Err(e) => return Err(e),
-        }
+        submit_and_wait(ring, &tick)?;
         done.clear();
         done.extend(ring.completion().map(|cqe| (cqe.user_data(), cqe.result())));
         for &(user_data, result) in &done {
@@ -273,8 +262,34 @@ fn run_ring(
     }
 }
 
+/// Registers `fds` with `ring`, so operations spare the kernel a file
+/// lookup each: every descriptor's index in the table, or `None` for all
+/// where the kernel refused (they are then named by descriptor).
+pub(super) fn register_fixed(ring: &IoUring, fds: &[RawFd]) -> impl Iterator<Item = Option<u32>> {
+    let fixed = ring.submitter().register_files(fds).is_ok();
+    (0..fds.len() as u32).map(move |i| fixed.then_some(i))
+}
+
+/// Submits what is queued and waits for a completion, or `timeout`; a wait
+/// that ends early (the timeout, a signal, a busy ring) is not a failure.
+pub(super) fn submit_and_wait(ring: &IoUring, timeout: &types::Timespec) -> io::Result<()> {
+    let args = types::SubmitArgs::new().timespec(timeout);
+    match ring.submitter().submit_with_args(1, &args) {
+        Ok(_) => Ok(()),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(errno::ETIME | errno::EINTR | errno::EBUSY)
+            ) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// errno values the wait may end with that are not failures.
-pub(super) mod errno {
+mod errno {
     pub const EINTR: i32 = 4;
     pub const EBUSY: i32 = 16;
     pub const ETIME: i32 = 62;

@@ -32,7 +32,6 @@ use tokio::time::Instant;
 
 use super::datagram::{HEADER, HISTORY};
 use super::pattern::Pattern;
-use super::uring::errno;
 use super::{Ending, Outcome, Shared};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
@@ -193,11 +192,12 @@ pub(super) fn drive_all(
             outcome: Outcome::new(),
         })
         .collect();
-    // Registered descriptors spare the kernel a file lookup per operation.
     let fds: Vec<RawFd> = flows.iter().map(|f| f.socket.as_raw_fd()).collect();
-    let fixed = ring.submitter().register_files(&fds).is_ok();
-    for (i, flow) in flows.iter_mut().enumerate() {
-        flow.fixed = fixed.then_some(i as u32);
+    for (flow, fixed) in flows
+        .iter_mut()
+        .zip(super::uring::register_fixed(&ring, &fds))
+    {
+        flow.fixed = fixed;
     }
     let mut driver = Driver {
         ring,
@@ -261,16 +261,7 @@ impl Driver<'_> {
                 TICK
             };
             let timespec = types::Timespec::from(wait);
-            let args = types::SubmitArgs::new().timespec(&timespec);
-            match self.ring.submitter().submit_with_args(1, &args) {
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(errno::ETIME | errno::EINTR | errno::EBUSY)
-                    ) => {}
-                Err(e) => return Err(e),
-            }
+            super::uring::submit_and_wait(&self.ring, &timespec)?;
             done.clear();
             done.extend(
                 self.ring

@@ -395,6 +395,21 @@ impl Output {
     }
 }
 
+/// Runs `sockecho OPTIONS... bench ARGS... --json` (OPTIONS such as
+/// `-vv`, which makes standard error name the driver): the parsed report,
+/// the exit code and standard error. Fails the test if no JSON came.
+pub fn bench_report(options: &[&str], args: &[&str]) -> (serde_json::Value, i32, String) {
+    let out = sockecho(&[options, &["bench"], args, &["--json"]].concat(), b"");
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "bench printed no JSON ({e}): {} {}",
+            out.stdout_text(),
+            out.stderr
+        )
+    });
+    (report, out.code(), out.stderr.clone())
+}
+
 /// Runs `sockecho ARGS...` to its end with `stdin` as standard input.
 pub fn sockecho(args: &[&str], stdin: &[u8]) -> Output {
     run(BIN, args, stdin)
