@@ -6,11 +6,11 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, UdpSocket};
+use std::net::TcpListener;
 use std::thread;
 use std::time::Duration;
 
-use common::{TempPath, serve, sockecho};
+use common::{TempPath, echo, faulty_echo, serve, sockecho};
 use serde_json::Value;
 use sockecho::bench::histogram::LatencyHistogram;
 
@@ -180,33 +180,15 @@ fn a_corrupted_byte_fails_the_run_and_is_located() {
 fn lost_datagrams_are_counted_exactly() {
     // A UDP echo that never answers the datagrams with sequence numbers 3, 7
     // and 11 (bench's first 8 bytes), and answers everything else.
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let port = socket.local_addr().unwrap().port();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    thread::spawn(move || {
-        let mut buf = [0u8; 2048];
-        for _ in 0..1_000_000 {
-            let Ok((n, peer)) = socket.recv_from(&mut buf) else {
-                break;
-            };
-            let seq = u64::from_le_bytes(buf[..8].try_into().unwrap());
-            if ![3, 7, 11].contains(&seq) {
-                let _ = socket.send_to(&buf[..n], peer);
-            }
+    let endpoint = faulty_echo(|seq, datagram| {
+        if [3, 7, 11].contains(&seq) {
+            Vec::new()
+        } else {
+            echo(datagram)
         }
     });
     let (report, code, stderr) = bench_json(&[
-        &format!("udp://127.0.0.1:{port}"),
-        "-c",
-        "1",
-        "-s",
-        "64",
-        "-d",
-        "600ms",
-        "-W",
-        "100ms",
+        &endpoint, "-c", "1", "-s", "64", "-d", "600ms", "-W", "100ms",
     ]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(report["lost"], 3, "{report}");
@@ -395,25 +377,14 @@ fn writes_flush_under_pressure() {
 #[test]
 fn duplicated_datagrams_are_counted_not_taken_for_echoes() {
     // A UDP echo that answers the datagram with sequence number 5 twice.
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let port = socket.local_addr().unwrap().port();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    thread::spawn(move || {
-        let mut buf = [0u8; 2048];
-        for _ in 0..1_000_000 {
-            let Ok((n, peer)) = socket.recv_from(&mut buf) else {
-                break;
-            };
-            let _ = socket.send_to(&buf[..n], peer);
-            if u64::from_le_bytes(buf[..8].try_into().unwrap()) == 5 {
-                let _ = socket.send_to(&buf[..n], peer);
-            }
+    let endpoint = faulty_echo(|seq, datagram| {
+        if seq == 5 {
+            [echo(datagram), echo(datagram)].concat()
+        } else {
+            echo(datagram)
         }
     });
-    let (report, code, stderr) =
-        bench_json(&[&format!("udp://127.0.0.1:{port}"), "-c", "1", "-d", "300ms"]);
+    let (report, code, stderr) = bench_json(&[&endpoint, "-c", "1", "-d", "300ms"]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(report["duplicates"], 1, "{report}");
     assert_eq!(report["lost"], 0, "{report}");

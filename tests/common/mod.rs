@@ -812,3 +812,50 @@ pub fn require_tool(name: &str) -> bool {
     }
     found
 }
+
+/// What the faulty echo does with the datagram whose sequence number (its
+/// first 8 bytes) is `seq`: each reply and how long to hold it back.
+pub type Fault = fn(seq: u64, datagram: &[u8]) -> Vec<(Duration, Vec<u8>)>;
+
+/// A UDP echo on 127.0.0.1 that applies `fault` to every datagram; returns
+/// its `udp://` endpoint. It runs until the test process ends (at most
+/// ten minutes).
+pub fn faulty_echo(fault: Fault) -> String {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = socket.local_addr().unwrap().port();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(5)))
+        .unwrap();
+    thread::spawn(move || {
+        let mut held: Vec<(Instant, SocketAddr, Vec<u8>)> = Vec::new();
+        let mut buf = [0u8; 2048];
+        let end = Instant::now() + Duration::from_secs(600);
+        while Instant::now() < end {
+            let now = Instant::now();
+            held.retain(|(due, peer, reply)| {
+                if *due > now {
+                    return true;
+                }
+                let _ = socket.send_to(reply, peer);
+                false
+            });
+            let Ok((n, peer)) = socket.recv_from(&mut buf) else {
+                continue;
+            };
+            let seq = u64::from_le_bytes(buf[..8].try_into().unwrap());
+            for (delay, reply) in fault(seq, &buf[..n]) {
+                if delay.is_zero() {
+                    let _ = socket.send_to(&reply, peer);
+                } else {
+                    held.push((Instant::now() + delay, peer, reply));
+                }
+            }
+        }
+    });
+    format!("udp://127.0.0.1:{port}")
+}
+
+/// An honest echo reply.
+pub fn echo(datagram: &[u8]) -> Vec<(Duration, Vec<u8>)> {
+    vec![(Duration::ZERO, datagram.to_vec())]
+}
