@@ -1,8 +1,15 @@
 //! The `sockecho` binary: parse the command line, start logging, make one
-//! library call, turn its result into an exit code. All logic lives in the
-//! library.
+//! library call, print what it returns, turn its result into an exit code.
+//! All logic lives in the library crates; what is here is the program's
+//! edge: flags (`cli`), signals, terminal output (`render`, `plot`), and
+//! errors as one `error: WHAT: WHY` line with the contract's exit code
+//! (`fail`).
 
 mod cli;
+mod fail;
+mod plot;
+mod render;
+mod signals;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -14,7 +21,7 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(err) => return usage_error(&err),
+        Err(err) => return fail::usage(&err),
     };
     // Under inetd, standard output and error may be the client's socket:
     // not a byte of log may go there.
@@ -31,7 +38,7 @@ fn main() -> ExitCode {
     }
     let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
-        Err(e) => return fail(&anyhow::Error::new(e).context("cannot start the runtime")),
+        Err(e) => return fail::other(&anyhow::Error::new(e).context("cannot start the runtime")),
     };
     let result = runtime.block_on(run(cli.command));
     // Standard input is read on a blocking thread that may sit in read(2)
@@ -39,25 +46,22 @@ fn main() -> ExitCode {
     runtime.shutdown_background();
     match result {
         Ok(code) => code,
-        Err(err) => fail(&err),
+        Err(err) => fail::other(&err),
     }
 }
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve(args) => {
-            let shutdown = sockecho::shutdown::on_signals()?;
-            let inetd = args.inetd;
-            let server = sockecho::server::open(args.into_config(), inetd).await?;
-            server.run_until(shutdown).await?;
-        }
+        Command::Serve(args) => serve(args).await?,
         Command::Connect(args) => {
-            sockecho::connect(&args.into_config(), tokio::io::stdin(), tokio::io::stdout()).await?;
+            let trace = cli::tracer(args.trace, args.json, args.trace_interval);
+            let config = args.to_config();
+            sockecho::connect(&config, &trace, tokio::io::stdin(), tokio::io::stdout()).await?;
         }
         Command::Ping(args) => {
-            let shutdown = sockecho::shutdown::on_signals()?;
-            let config = args.into_config(shutdown.stop);
-            let summary = sockecho::ping::run(&config, &mut std::io::stdout()).await?;
+            let shutdown = signals::on_signals()?;
+            let config = args.to_config();
+            let summary = render::ping::run(&config, args.json, &shutdown.stop).await?;
             // Like ping(8): the summary says what went wrong; exit 1 alone
             // tells scripts.
             if !summary.success() {
@@ -65,11 +69,20 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Bench(args) => {
-            let shutdown = sockecho::shutdown::on_signals()?;
+            let shutdown = signals::on_signals()?;
             let (json, plot) = (args.json, args.plot.clone());
-            let progress = !json && std::io::stderr().is_terminal();
-            let outcome = sockecho::bench::run(&args.into_config(shutdown.stop, progress)).await?;
-            print_report(&outcome.report, json, plot.as_deref())?;
+            let progress = sockecho::bench::Progress::new();
+            let bar = (!json && std::io::stderr().is_terminal())
+                .then(|| render::bench::progress_bar(progress.clone()));
+            let outcome = sockecho::bench::run(&args.to_config(), &shutdown.stop, &progress).await;
+            if let Some(bar) = bar {
+                bar.finish().await;
+            }
+            let outcome = outcome?;
+            render::bench::print_report(&outcome.report, json)?;
+            if let Some(path) = plot {
+                plot::write_report(&outcome.report, &path)?;
+            }
             // A faulty server is never reported as healthy.
             if let Some(failure) = outcome.failure() {
                 eprintln!("error: {failure}");
@@ -80,100 +93,58 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             command: ReportCommand::Merge { files, json, plot },
         } => {
             let report = sockecho::bench::merge_files(&files)?;
-            print_report(&report, json, plot.as_deref())?;
+            render::bench::print_report(&report, json)?;
+            if let Some(path) = plot {
+                plot::write_report(&report, &path)?;
+            }
         }
         Command::Completions { shell } => {
-            write_stdout(|out| cli::generate::completions(shell, out))?;
+            render::write_stdout(|out| cli::generate::completions(shell, out))?;
         }
-        Command::Man => write_stdout(cli::generate::man)?,
+        Command::Man => render::write_stdout(cli::generate::man)?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes generated text (completions, man page) to standard output; a
-/// reader that stops early (`| head`) is not a failure.
-fn write_stdout(
-    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
-) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    match write(&mut out).and_then(|()| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(anyhow::Error::new(e).context("cannot write to standard output")),
-        Ok(()) => Ok(()),
-    }
-}
-
-/// Prints a bench report as text or JSON, and its chart if asked for.
-fn print_report(
-    report: &sockecho::bench::report::BenchReport,
-    json: bool,
-    plot: Option<&std::path::Path>,
-) -> anyhow::Result<()> {
-    if json {
-        println!("{}", report.to_json());
+/// `sockecho serve`: bind (or adopt inetd's or systemd's sockets), name
+/// each listener's engine in the log, serve until the signals say stop.
+async fn serve(args: cli::ServeArgs) -> anyhow::Result<()> {
+    let shutdown = signals::on_signals()?;
+    let trace = cli::tracer(args.trace, args.json, args.trace_interval);
+    // Under inetd standard output is the client's socket.
+    let events = if args.inetd {
+        sockecho::Events::silent()
     } else {
-        print!("{}", report.render_text());
-    }
-    if let Some(path) = plot {
-        sockecho::bench::write_plot(report, path)?;
-    }
+        sockecho::Events::stdout(cli::format(args.json), args.quiet)
+    };
+    let server = sockecho::server::open(args.to_config(), args.inetd, &trace).await?;
+    let running = server.start(sockecho::Handles {
+        events,
+        trace,
+        shutdown,
+    })?;
+    render::log_engines(running.engines());
+    running.wait().await?;
     Ok(())
 }
 
-/// Help and version go to standard output (exit 0); a usage error (bad
-/// endpoint, unknown flag) is one `error: WHAT: WHY` line and exit 2,
-/// without clap's usage block, so scripts see one line as for every other
-/// error.
-fn usage_error(err: &clap::Error) -> ExitCode {
-    use clap::error::{ContextKind, ContextValue, ErrorKind};
-    match err.kind() {
-        ErrorKind::DisplayHelp
-        | ErrorKind::DisplayVersion
-        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            let _ = err.print();
-            return ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2));
+/// Log fields as tracing writes them (`message key=value ...`), but a
+/// library `setting` field, which names the knob behind a refusal, is
+/// said with its flag: `see=--udp-rate`.
+fn log_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> {
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(|writer, field, value| match field.name() {
+        "message" => write!(writer, "{value:?}"),
+        "setting" => {
+            let name = format!("{value:?}");
+            match cli::flag_named(name.trim_matches('"')) {
+                Some(flag) => write!(writer, "see={flag}"),
+                None => write!(writer, "setting={name}"),
+            }
         }
-        _ => {}
-    }
-    // clap's first paragraph (some messages list their arguments on the
-    // lines after a colon), on one line.
-    let rendered = err.to_string();
-    let first: Vec<&str> = rendered
-        .lines()
-        .take_while(|line| !line.trim().is_empty())
-        .map(str::trim)
-        .collect();
-    let first = first.join(" ");
-    match (err.kind(), err.get(ContextKind::InvalidArg)) {
-        (ErrorKind::UnknownArgument, Some(ContextValue::String(arg))) => {
-            eprintln!("error: unexpected argument '{arg}': no such option (see --help)");
-        }
-        // Keep clap's words, in the `error: WHAT: WHY` shape.
-        _ if first["error: ".len().min(first.len())..].contains(": ") => eprintln!("{first}"),
-        _ => eprintln!("{first}: see --help"),
-    }
-    ExitCode::from(2)
-}
-
-/// Prints one `error: WHAT: WHY` line and picks the exit code: 2 for usage
-/// errors, 1 for everything else.
-fn fail(err: &anyhow::Error) -> ExitCode {
-    match err.downcast_ref::<sockecho::Error>() {
-        // The library's message already says what and why; its source
-        // would only repeat the why.
-        // A reader that stopped reading our output (`| head`) is not a
-        // failure: exit quietly, as cat and ripgrep do.
-        Some(lib) if lib.is_closed_output() => ExitCode::SUCCESS,
-        Some(lib) => {
-            eprintln!("error: {lib}");
-            ExitCode::from(if lib.is_usage() { 2 } else { 1 })
-        }
-        None => {
-            eprintln!("error: {err:#}");
-            ExitCode::from(1)
-        }
-    }
+        name => write!(writer, "{name}={value:?}"),
+    })
+    .delimited(" ")
 }
 
 fn init_logging(verbose: Option<u8>) {
@@ -190,6 +161,7 @@ fn init_logging(verbose: Option<u8>) {
     };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .fmt_fields(log_fields())
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())

@@ -3,13 +3,13 @@
 //! per-connection `--accept`, stream and datagram) and xinetd (`--inetd`,
 //! stream `nowait` and datagram `wait`).
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::net::{TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Proc, TempPath, closed_tcp_port, closed_udp_port, connect, require_tool};
+use crate::common::{BIN, Proc, TempPath, closed_tcp_port, closed_udp_port, connect, require_tool};
 
 /// Connects to 127.0.0.1:`port` until it answers (the tool is binding it),
 /// for at most ten seconds.

@@ -7,15 +7,13 @@
 //! The parsers themselves are fuzzed by the targets in `fuzz/` (run by
 //! `.ci/run`) and property-tested beside their code.
 
-mod common;
-
 use std::fs::File;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 

@@ -3,16 +3,16 @@
 //! written here (a corrupting TCP echo, a lossy UDP echo, a stalling echo)
 //! whose faults bench must report exactly.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::thread;
 use std::time::Duration;
 
-use common::{TempPath, echo, faulty_echo, serve, sockecho};
+use crate::common::{TempPath, echo, faulty_echo, serve, sockecho};
 use serde_json::Value;
-use sockecho::bench::histogram::LatencyHistogram;
+use sockecho::measure::histogram::LatencyHistogram;
 
 /// Runs `sockecho bench ARGS --json`: the parsed report, the exit code and
 /// standard error.

@@ -5,12 +5,12 @@
 //! follow a fixed schedule by sequence number, so each driver's report is
 //! checked count for count, and both must report the same.
 
-mod common;
+use crate::common;
 
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Proc, echo, faulty_echo, serve};
+use crate::common::{Proc, echo, faulty_echo, serve};
 use serde_json::Value;
 
 /// The default driver, then tokio's.
@@ -67,7 +67,7 @@ fn udp_closed_loop_takes_io_uring_and_epoll_or_rate_take_tokio() {
         for key in ["errors", "mismatches", "lost", "duplicates"] {
             assert_eq!(count(&report, key), 0, "{extra:?}: {key} in {report}");
         }
-        let histogram = sockecho::bench::histogram::LatencyHistogram::from_base64(
+        let histogram = sockecho::measure::histogram::LatencyHistogram::from_base64(
             report["latency_us"]["histogram"].as_str().unwrap(),
         )
         .unwrap();

@@ -2,12 +2,10 @@
 //! sockets where the server must misbehave): messages, standard input with
 //! half-close, datagrams, timeouts.
 
-mod common;
-
 use std::net::UdpSocket;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn messages_are_sent_each_with_a_newline() {

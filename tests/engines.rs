@@ -3,12 +3,12 @@
 //! the suite runs on the default engine, and `.ci/run` runs it once more
 //! with `SOCKECHO_TEST_ENGINE=epoll`.
 
-mod common;
+use crate::common;
 
 use std::io::{ErrorKind, Read};
 use std::time::{Duration, Instant};
 
-use common::{connect, echo_stream, random_bytes, serve, wait_until_refused};
+use crate::common::{connect, echo_stream, random_bytes, serve, wait_until_refused};
 
 const ENGINES: [&[&str]; 2] = [&[], &["--epoll"]];
 

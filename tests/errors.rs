@@ -1,13 +1,11 @@
 //! Every error a user can cause: one `error: WHAT: WHY` line on standard
 //! error, the contract's exit code (2 usage, 1 otherwise), never a panic.
 
-mod common;
-
 use std::net::{TcpListener, UdpSocket};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 /// `error: WHAT: WHY`: a colon after `error:` separates what from why.
 #[track_caller]

@@ -4,12 +4,10 @@
 //! A missing tool skips its test with a note, unless
 //! `SOCKECHO_REQUIRE_INTEROP=1` (set by CI), where it fails instead.
 
-mod common;
-
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 
 /// The lesson's scripts: `$SOCKECHO_LESSON_DIR`, else `../shared/lesson`
 /// next to the crate, else the copy in `tests/lesson`.

@@ -7,8 +7,6 @@
 //! Figures worth a look (peak RSS, CPU while exhausted, recovery time) are
 //! printed with `note:`; `cargo test --test limits -- --nocapture` shows them.
 
-mod common;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::Command;
@@ -17,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// The io_uring engine (the default where the kernel has it) and epoll.
 const ENGINES: [&[&str]; 2] = [&[], &["--epoll"]];

@@ -1,13 +1,13 @@
 //! `--mode discard` (RFC 863) and `--mode chargen` (RFC 864) beside echo,
 //! over TCP and UDP, through the real binary.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::UdpSocket;
 use std::time::Duration;
 
-use common::{connect, ip_addr_of, random_bytes, serve};
+use crate::common::{connect, ip_addr_of, random_bytes, serve};
 
 /// RFC 864's line `n` (0-based): 72 printable characters from the n-th one.
 fn chargen_line(n: usize) -> Vec<u8> {

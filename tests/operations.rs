@@ -5,9 +5,7 @@
 //! A missing tool skips its test with a note, unless
 //! `SOCKECHO_REQUIRE_INTEROP=1` (set by CI), where it fails instead.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 const SHELLS: [&str; 5] = ["bash", "zsh", "fish", "powershell", "elvish"];
 

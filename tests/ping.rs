@@ -10,9 +10,9 @@ use std::thread;
 
 use serde_json::Value;
 
-mod common;
+use crate::common;
 
-use common::WAIT;
+use crate::common::WAIT;
 
 /// A finished run.
 #[derive(Debug)]

@@ -4,12 +4,12 @@
 //! nothing on standard error at the default log level, and the other
 //! clients keep echoing. Both TCP engines.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::time::Duration;
 
-use common::{connect, random_bytes, serve};
+use crate::common::{connect, random_bytes, serve};
 
 const ENGINES: [&[&str]; 2] = [&[], &["--epoll"]];
 

@@ -2,12 +2,10 @@
 //! byte-exactly, several endpoints from one process, concurrency, the
 //! lesson replay, the event lines, signals and limits.
 
-mod common;
-
 use std::io::{ErrorKind, Read, Write};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 // --- every transport echoes ------------------------------------------------
 

@@ -3,13 +3,13 @@
 //! connect/ping/bench over TLS, and interop with the real `openssl s_client`
 //! and `socat OPENSSL:` clients.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{TempPath, random_bytes, require_tool, run, serve, sockecho};
+use crate::common::{TempPath, random_bytes, require_tool, run, serve, sockecho};
 
 /// `host:port` of a tls:// endpoint.
 fn addr(endpoint: &str) -> &str {

@@ -2,8 +2,6 @@
 //! the TCP states, RTT and accept queue the kernel reports, on standard
 //! error, as text and as JSON lines.
 
-mod common;
-
 use std::collections::HashMap;
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
@@ -12,7 +10,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// The `trace:` lines of a process's standard error.
 fn trace_lines(stderr: &str) -> Vec<&str> {

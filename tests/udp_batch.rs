@@ -11,8 +11,6 @@
 //! to 1,472, 48 of 2,800, 3 of 65,507 on Linux), so the kernel never drops
 //! one and every loss is the server's.
 
-mod common;
-
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
@@ -20,7 +18,7 @@ use std::sync::Barrier;
 use std::thread;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// A UDP client on the loopback address of `server`'s family, connected to
 /// it, with every receive bounded by [`WAIT`].

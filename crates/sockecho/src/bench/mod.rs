@@ -1,0 +1,490 @@
+//! `bench`: load an echo server and measure it honestly.
+//!
+//! - [`run`] starts a thread per core, each connecting its share of the
+//!   connections (or datagram flows), drives them, and folds the results
+//!   into a [`BenchReport`].
+//! - What each flow sends and what each echo means is decided by the flow
+//!   cores of `sockecho-flow` ([`StreamFlow`](sockecho_flow::StreamFlow),
+//!   [`DatagramFlow`](sockecho_flow::DatagramFlow)); the drivers here do
+//!   only the I/O: `stream` and `datagram` on tokio (one hand-written
+//!   future per connection), `uring` and `uring_dgram` on io_uring for
+//!   closed-loop TCP, Unix stream and UDP runs where the kernel offers it.
+//! - `record` is what every driver does with a completion or an error:
+//!   the histogram, the progress counters.
+//!
+//! With a rate the load is open-loop: each connection has a schedule of
+//! intended send times, and latency is measured from the intended time, so
+//! a server that stalls shows the stall in every message queued behind it
+//! (no coordinated omission).
+
+mod datagram;
+mod record;
+mod stream;
+#[cfg(target_os = "linux")]
+mod uring;
+#[cfg(target_os = "linux")]
+mod uring_dgram;
+mod worker;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use sockecho_flow::{Pattern, Tally, Window};
+use sockecho_measure::histogram::LatencyHistogram;
+use sockecho_measure::report::{BenchCounts, BenchParams, BenchReport};
+use tokio_util::sync::CancellationToken;
+
+use crate::endpoint::{Endpoint, Kind};
+use crate::error::{Error, Setting};
+
+pub use sockecho_flow::HEADER as DATAGRAM_HEADER;
+
+/// Connections when none are given.
+pub const DEFAULT_CONNECTIONS: usize = 10;
+/// Bytes per message when none are given.
+pub const DEFAULT_MESSAGE_SIZE: usize = 64;
+/// How long to measure when not told.
+pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+/// How long an unanswered datagram waits before it counts as lost.
+pub const DEFAULT_LOSS_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What `bench` does.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// The echo server.
+    pub endpoint: Endpoint,
+    /// Connections (datagram flows).
+    pub connections: usize,
+    /// Bytes per message.
+    pub message_size: usize,
+    /// How long to measure, after the warmup.
+    pub duration: Duration,
+    /// Load before measuring, not counted.
+    pub warmup: Duration,
+    /// Total paced send rate, messages per second (open loop).
+    pub rate: Option<f64>,
+    /// Messages in flight per connection.
+    pub pipeline: usize,
+    /// Datagrams: when an unanswered one counts as lost.
+    pub timeout: Duration,
+    /// Threads driving the connections; `None`: one per available core.
+    pub threads: Option<usize>,
+    /// Which I/O driver to use.
+    pub driver: Driver,
+    /// How a `tls://` server is verified.
+    pub tls: crate::transport::tls::ClientTlsOptions,
+}
+
+impl BenchConfig {
+    /// A bench of `endpoint` with every default.
+    pub fn new(endpoint: Endpoint) -> BenchConfig {
+        BenchConfig {
+            endpoint,
+            connections: DEFAULT_CONNECTIONS,
+            message_size: DEFAULT_MESSAGE_SIZE,
+            duration: DEFAULT_DURATION,
+            warmup: Duration::ZERO,
+            rate: None,
+            pipeline: 1,
+            timeout: DEFAULT_LOSS_TIMEOUT,
+            threads: None,
+            driver: Driver::Auto,
+            tls: Default::default(),
+        }
+    }
+}
+
+/// How bench connections do their I/O.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Driver {
+    /// io_uring where the run and the kernel allow it, else epoll.
+    #[default]
+    Auto,
+    /// tokio's epoll reactor always.
+    Epoll,
+}
+
+/// A run's live counters, for a progress display: the caller keeps a
+/// clone and reads it while [`run`] goes on.
+#[derive(Debug, Clone, Default)]
+pub struct Progress(Arc<ProgressCounters>);
+
+#[derive(Debug, Default)]
+struct ProgressCounters {
+    /// Echoes completed so far (warmup included), in batches.
+    messages: AtomicU64,
+    /// Errors so far, connection failures included.
+    errors: AtomicU64,
+    /// Set once the warmup is over and the measured part began.
+    measuring: AtomicBool,
+}
+
+impl Progress {
+    /// Counters at zero.
+    pub fn new() -> Progress {
+        Progress::default()
+    }
+
+    /// Echoes completed so far, warmup included (counted in batches, so a
+    /// little behind).
+    pub fn messages(&self) -> u64 {
+        self.0.messages.load(Ordering::Relaxed)
+    }
+
+    /// Errors so far.
+    pub fn errors(&self) -> u64 {
+        self.0.errors.load(Ordering::Relaxed)
+    }
+
+    /// Whether the warmup is over.
+    pub fn measuring(&self) -> bool {
+        self.0.measuring.load(Ordering::Relaxed)
+    }
+}
+
+/// The result of a run: the report, and the first wrong byte if any.
+#[derive(Debug)]
+pub struct BenchOutcome {
+    /// The contract's report.
+    pub report: BenchReport,
+    /// Where the first echoed byte differed from what was sent, in words
+    /// (`connection 3, byte offset 1234: sent 0x41, got 0x42`).
+    pub first_mismatch: Option<String>,
+    /// The first connection error, in words, when `errors` is not zero.
+    pub first_error: Option<String>,
+}
+
+impl BenchOutcome {
+    /// Why the run must count as failed, in words, if it must: a wrong byte
+    /// (which connection, which offset), connection errors, or no echo at
+    /// all. A faulty server is never reported as healthy.
+    pub fn failure(&self) -> Option<String> {
+        let report = &self.report;
+        if let Some(mismatch) = &self.first_mismatch {
+            return Some(format!("echo differs from what was sent: {mismatch}"));
+        }
+        if report.errors > 0 {
+            let first = self.first_error.as_deref().unwrap_or("unknown");
+            return Some(format!(
+                "{} connection errors in the run: first, {first}",
+                report.errors
+            ));
+        }
+        if report.messages == 0 && report.duration_s > 0.0 {
+            return Some(format!(
+                "no echo came back from {}: nothing in {:.1} s",
+                report.endpoint, report.duration_s
+            ));
+        }
+        None
+    }
+}
+
+/// What every flow of the run reads.
+struct Shared {
+    message_size: usize,
+    pipeline: usize,
+    timeout: Duration,
+    /// Seconds between one connection's sends, open loop.
+    interval: Option<Duration>,
+    connections: usize,
+    pattern: Pattern,
+    start: Instant,
+    /// The measured part: after the warmup, until the end.
+    window: Window,
+    /// Set (before `halt` is cancelled) when the run is stopped: a plain
+    /// flag each connection checks per poll. The token's own check takes
+    /// a lock shared by every thread.
+    halted: AtomicBool,
+    /// Wakes every connection when the run is stopped.
+    halt: CancellationToken,
+    progress: Progress,
+}
+
+impl Shared {
+    /// The open-loop schedule of connection `id`, staggered so that the
+    /// connections' sends interleave instead of bunching.
+    fn pacer(&self, id: usize) -> Option<sockecho_flow::Pacer> {
+        let interval = self.interval?;
+        Some(sockecho_flow::Pacer::new(
+            self.start,
+            interval,
+            id,
+            self.connections,
+        ))
+    }
+
+    /// Whether the run is over (its end, or a stop).
+    fn over(&self, now: Instant) -> bool {
+        now >= self.window.end || self.halted.load(Ordering::Relaxed)
+    }
+}
+
+/// How a connection's run ended.
+enum Ending {
+    Done,
+    Io(std::io::Error),
+    Mismatch(sockecho_flow::Difference),
+}
+
+/// What one thread hands back: each connection's tally, and the latencies
+/// of all of them.
+type ThreadResult = (Vec<(usize, Tally)>, LatencyHistogram);
+
+/// Runs a bench: connects, loads, measures, reports. `stop` ends it early
+/// (what was measured is reported); `progress` counts as it goes.
+///
+/// Fails only if no connection at all can be made; a connection that fails
+/// later is counted in `errors` and the run goes on with the others.
+pub async fn run(
+    config: &BenchConfig,
+    stop: &CancellationToken,
+    progress: &Progress,
+) -> Result<BenchOutcome, Error> {
+    validate(config)?;
+    let kind = config.endpoint.kind();
+    let threads = config
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, config.connections);
+
+    // One thread per core, each with its own single-threaded runtime (or
+    // ring) and its share of the connections, as a hand-written epoll
+    // client would: no work stealing, no cross-thread wakeups on the hot
+    // path. A socket belongs to the runtime that made it, so each thread
+    // connects its own.
+    let use_uring = uring_suits(config);
+    tracing::debug!(
+        driver = if use_uring { "io_uring" } else { "epoll" },
+        threads,
+        "bench driver"
+    );
+    let tls = crate::transport::tls::client_for(&config.endpoint, &config.tls)?;
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(threads);
+    let mut workers = Vec::with_capacity(threads);
+    for t in 0..threads {
+        let ids: Vec<usize> = (t..config.connections).step_by(threads).collect();
+        let target = worker::Target {
+            endpoint: config.endpoint.clone(),
+            kind,
+            tls: tls.clone(),
+            uring: use_uring,
+        };
+        let ready_tx = ready_tx.clone();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<Arc<Shared>>();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("bench-{t}"))
+            .spawn(move || worker::worker(ids, target, ready_tx, go_rx, done_tx))
+            .map_err(|e| Error::io("starting a bench thread", e))?;
+        workers.push((go_tx, done_rx));
+    }
+    drop(ready_tx);
+
+    // Connect everything before the clock starts.
+    let mut connected = 0usize;
+    let mut connect_errors = 0u64;
+    let mut first_error = None;
+    while let Some(ready) = ready_rx.recv().await {
+        connected += ready.connected;
+        connect_errors += ready.errors;
+        if first_error.is_none() {
+            first_error = ready.first_error;
+        }
+    }
+    if connected == 0 {
+        // Dropping the senders lets every worker thread end.
+        return Err(first_error.unwrap_or_else(|| Error::Config("no connections".to_owned())));
+    }
+
+    let start = Instant::now();
+    let measure_start = start + config.warmup;
+    progress
+        .0
+        .errors
+        .fetch_add(connect_errors, Ordering::Relaxed);
+    let shared = Arc::new(Shared {
+        message_size: config.message_size,
+        pipeline: config.pipeline,
+        timeout: config.timeout,
+        interval: config
+            .rate
+            .map(|rate| Duration::from_secs_f64(config.connections as f64 / rate)),
+        connections: config.connections,
+        pattern: Pattern::new(),
+        start,
+        window: Window {
+            start: measure_start,
+            end: measure_start + config.duration,
+        },
+        halted: AtomicBool::new(false),
+        halt: CancellationToken::new(),
+        progress: progress.clone(),
+    });
+    let mut results = Vec::with_capacity(threads);
+    for (go_tx, done_rx) in workers {
+        // A worker whose connections all failed has already ended.
+        let _ = go_tx.send(shared.clone());
+        results.push(done_rx);
+    }
+    let finished = CancellationToken::new();
+    let watcher = {
+        let (shared, stop, finished) = (shared.clone(), stop.clone(), finished.clone());
+        tokio::spawn(async move {
+            let warmup_over = tokio::time::sleep_until(measure_start.into());
+            tokio::pin!(warmup_over);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => {
+                        shared.halted.store(true, Ordering::SeqCst);
+                        shared.halt.cancel();
+                        return Some(Instant::now());
+                    }
+                    _ = finished.cancelled() => return None,
+                    () = &mut warmup_over, if !shared.progress.measuring() => {
+                        shared.progress.0.measuring.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+        })
+    };
+
+    let mut counts = BenchCounts {
+        errors: connect_errors,
+        lost: (kind == Kind::Datagram).then_some(0),
+        duplicates: (kind == Kind::Datagram).then_some(0),
+        ..BenchCounts::default()
+    };
+    let mut first_error = first_error.map(|e| e.to_string());
+    let mut first_mismatch: Option<(usize, String)> = None;
+    let mut histogram = LatencyHistogram::new();
+    let mut tallies = Vec::with_capacity(config.connections);
+    for done in results {
+        if let Ok((thread_tallies, latencies)) = done.await {
+            tallies.extend(thread_tallies);
+            histogram.add(&latencies);
+        }
+    }
+    for (id, tally) in tallies {
+        counts.errors += tally.errors;
+        counts.mismatches += tally.mismatches;
+        if let Some(lost) = counts.lost.as_mut() {
+            *lost += tally.lost;
+        }
+        if let Some(dups) = counts.duplicates.as_mut() {
+            *dups += tally.duplicates;
+        }
+        if first_error.is_none() {
+            first_error = tally.first_error;
+        }
+        if tally.overflowed > 0 {
+            tracing::warn!(
+                messages = tally.overflowed,
+                "open-loop schedule overflowed: the server fell too far behind"
+            );
+        }
+        if let Some(text) = tally.first_mismatch {
+            // Report the lowest-numbered connection's, for a stable message.
+            if first_mismatch.as_ref().is_none_or(|(i, _)| id < *i) {
+                first_mismatch = Some((id, text));
+            }
+        }
+    }
+    finished.cancel();
+    let halted_at = watcher.await.ok().flatten();
+    // Measuring stopped at the end, or when the run was stopped (not when
+    // the polite close after it finished).
+    let ended = halted_at
+        .unwrap_or(shared.window.end)
+        .min(shared.window.end)
+        .min(Instant::now());
+    counts.duration = ended.saturating_duration_since(measure_start);
+    let params = BenchParams {
+        endpoint: config.endpoint.to_string(),
+        connections: config.connections as u64,
+        message_size: config.message_size as u64,
+        pipeline: config.pipeline as u32,
+        rate: config.rate,
+    };
+    let report = BenchReport::new(&params, &counts, &histogram)
+        .map_err(|e| Error::invalid("building the report", &e))?;
+    Ok(BenchOutcome {
+        report,
+        first_mismatch: first_mismatch.map(|(_, text)| text),
+        first_error,
+    })
+}
+
+/// Reads `bench --json` files and merges them into one report.
+pub fn merge_files(paths: &[std::path::PathBuf]) -> Result<BenchReport, Error> {
+    let mut reports = Vec::with_capacity(paths.len());
+    for path in paths {
+        let what = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::io(format!("cannot read {what}"), e))?;
+        reports.push(BenchReport::from_json(&text).map_err(|e| Error::invalid(&what, &e))?);
+    }
+    BenchReport::merge(&reports).map_err(|e| Error::invalid("cannot merge the reports", &e))
+}
+
+/// The io_uring drivers serve closed-loop TCP, Unix stream and UDP runs
+/// where the kernel offers io_uring; everything else goes through tokio.
+fn uring_suits(config: &BenchConfig) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        config.rate.is_none()
+            && config.driver != Driver::Epoll
+            && match config.endpoint {
+                Endpoint::Tcp(_) | Endpoint::Unix(_) => true,
+                Endpoint::Udp(_) => config.pipeline <= uring_dgram::MAX_PIPELINE,
+                _ => false,
+            }
+            && sockecho_uring::probe().is_some_and(|f| f.for_clients())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = config;
+        false
+    }
+}
+
+fn validate(config: &BenchConfig) -> Result<(), Error> {
+    if config.connections == 0 {
+        return Err(Error::setting(Setting::Connections, "must be at least 1"));
+    }
+    if config.pipeline == 0 {
+        return Err(Error::setting(Setting::Pipeline, "must be at least 1"));
+    }
+    if config.message_size == 0 {
+        return Err(Error::setting(
+            Setting::MessageSize,
+            "must be at least 1 byte",
+        ));
+    }
+    if let Some(rate) = config.rate
+        && !(rate.is_finite() && rate > 0.0)
+    {
+        return Err(Error::setting(
+            Setting::Rate,
+            "must be a positive number of messages per second",
+        ));
+    }
+    if config.endpoint.kind() == Kind::Datagram {
+        if config.message_size < DATAGRAM_HEADER {
+            return Err(Error::setting(
+                Setting::MessageSize,
+                "datagram bench messages need at least 8 bytes (their sequence number)",
+            ));
+        }
+        if matches!(config.endpoint, Endpoint::Udp(_))
+            && config.message_size > crate::transport::datagram::MAX_UDP_PAYLOAD
+        {
+            return Err(Error::setting(
+                Setting::MessageSize,
+                "UDP messages can carry at most 65507 bytes",
+            ));
+        }
+    }
+    Ok(())
+}

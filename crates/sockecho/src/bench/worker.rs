@@ -1,0 +1,185 @@
+//! The bench's threads: each connects its share of the connections on its
+//! own single-threaded runtime (the same connect for every driver), waits
+//! for the common start, drives them (on that runtime, or on an io_uring
+//! ring: `uring.rs` for streams, `uring_dgram.rs` for UDP), and hands back
+//! their tallies and latencies.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sockecho_flow::Tally;
+
+use super::{Shared, ThreadResult, datagram, record, stream};
+use crate::endpoint::{Endpoint, Kind};
+use crate::error::Error;
+use crate::transport::{Datagram, Stream};
+
+/// How long one connection may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+enum Conn {
+    Stream(Stream),
+    Datagram(Datagram),
+}
+
+impl Conn {
+    /// The socket, off tokio's reactor, for an io_uring ring.
+    fn into_fd(self) -> std::io::Result<OwnedFd> {
+        match self {
+            Conn::Stream(s) => s.into_fd(),
+            Conn::Datagram(d) => d.into_fd(),
+        }
+    }
+}
+
+/// What a worker thread connects to, and how it drives.
+pub(super) struct Target {
+    pub(super) endpoint: Endpoint,
+    pub(super) kind: Kind,
+    /// The TLS client, for `tls://` endpoints.
+    pub(super) tls: Option<crate::transport::tls::ClientTls>,
+    /// Drive on an io_uring ring rather than on tokio.
+    pub(super) uring: bool,
+}
+
+/// What a worker thread reports once its connections are made.
+pub(super) struct Ready {
+    pub(super) connected: usize,
+    pub(super) errors: u64,
+    pub(super) first_error: Option<Error>,
+}
+
+/// One bench thread: connects connections `ids`, waits for the common
+/// start, drives them all, and hands back the tallies.
+pub(super) fn worker(
+    ids: Vec<usize>,
+    target: Target,
+    ready_tx: tokio::sync::mpsc::Sender<Ready>,
+    go_rx: std::sync::mpsc::Receiver<Arc<Shared>>,
+    done_tx: tokio::sync::oneshot::Sender<ThreadResult>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            let _ = ready_tx.blocking_send(Ready {
+                connected: 0,
+                errors: ids.len() as u64,
+                first_error: Some(Error::io("starting a bench runtime", e)),
+            });
+            return;
+        }
+    };
+    let (conns, ready) = runtime.block_on(connect_all(ids, &target));
+    let nothing = conns.is_empty();
+    if ready_tx.blocking_send(ready).is_err() || nothing {
+        return;
+    }
+    drop(ready_tx);
+    let Ok(shared) = go_rx.recv() else { return };
+    let tallies = if target.uring {
+        drive_uring(conns, target.kind, &shared)
+    } else {
+        runtime.block_on(drive_tokio(conns, &shared))
+    };
+    let _ = done_tx.send((tallies, record::take_latencies()));
+}
+
+/// Connects every connection of this thread, at once.
+async fn connect_all(ids: Vec<usize>, target: &Target) -> (Vec<(usize, Conn)>, Ready) {
+    let mut connecting = tokio::task::JoinSet::new();
+    for id in ids {
+        let endpoint = target.endpoint.clone();
+        let tls = target.tls.clone();
+        let kind = target.kind;
+        connecting.spawn(async move {
+            let conn = match kind {
+                Kind::Stream => Stream::connect_with(
+                    &endpoint,
+                    CONNECT_TIMEOUT,
+                    &crate::trace::Tracer::disabled(),
+                    tls.as_ref(),
+                )
+                .await
+                .map(Conn::Stream),
+                Kind::Datagram => Datagram::connect(&endpoint).await.map(Conn::Datagram),
+            };
+            (id, conn)
+        });
+    }
+    let mut conns = Vec::new();
+    let mut ready = Ready {
+        connected: 0,
+        errors: 0,
+        first_error: None,
+    };
+    while let Some(joined) = connecting.join_next().await {
+        match joined {
+            Ok((id, Ok(conn))) => conns.push((id, conn)),
+            Ok((_, Err(e))) => {
+                ready.errors += 1;
+                ready.first_error.get_or_insert(e);
+            }
+            Err(_) => ready.errors += 1,
+        }
+    }
+    ready.connected = conns.len();
+    (conns, ready)
+}
+
+/// Drives every connection as a task of this thread's runtime.
+async fn drive_tokio(conns: Vec<(usize, Conn)>, shared: &Arc<Shared>) -> Vec<(usize, Tally)> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (id, conn) in conns {
+        let shared = shared.clone();
+        tasks.spawn(async move {
+            let tally = match conn {
+                Conn::Stream(s) => stream::drive(id, s, &shared).await,
+                Conn::Datagram(d) => datagram::drive(id, d, &shared).await,
+            };
+            (id, tally)
+        });
+    }
+    let mut tallies = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok(pair) = joined {
+            tallies.push(pair);
+        }
+    }
+    tallies
+}
+
+/// Drives every connection on one io_uring ring.
+#[cfg(target_os = "linux")]
+fn drive_uring(conns: Vec<(usize, Conn)>, kind: Kind, shared: &Shared) -> Vec<(usize, Tally)> {
+    let ids: Vec<usize> = conns.iter().map(|(id, _)| *id).collect();
+    let fds: std::io::Result<Vec<(usize, OwnedFd)>> = conns
+        .into_iter()
+        .map(|(id, conn)| Ok((id, conn.into_fd()?)))
+        .collect();
+    let driven = fds.and_then(|fds| match kind {
+        Kind::Stream => super::uring::drive_all(fds, shared),
+        Kind::Datagram => super::uring_dgram::drive_all(fds, shared),
+    });
+    match driven {
+        Ok(tallies) => tallies,
+        Err(e) => {
+            tracing::warn!(cause = %e, "io_uring driver failed");
+            ids.into_iter()
+                .map(|id| {
+                    let mut tally = Tally::default();
+                    record::error(shared, &mut tally, id, &e);
+                    (id, tally)
+                })
+                .collect()
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn drive_uring(_: Vec<(usize, Conn)>, _: Kind, _: &Shared) -> Vec<(usize, Tally)> {
+    unreachable!("io_uring is chosen only on Linux")
+}

@@ -1,0 +1,203 @@
+//! `sockecho connect`: standard input (or `-m` messages) to the socket, the
+//! socket to standard output, with a proper half-close.
+//!
+//! Written over any `AsyncRead` input and `AsyncWrite` output, so that the
+//! binary passes standard input and output and tests pass buffers.
+
+use std::io;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+
+use crate::endpoint::{Endpoint, Kind};
+use crate::error::Error;
+use crate::trace::Tracer;
+use crate::transport::{Datagram, Stream};
+
+/// How long a stream connect may take when no `--timeout` is given.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long to wait for a datagram's reply when no `--timeout` is given.
+pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What `connect` sends and how long it waits.
+#[derive(Debug, Clone)]
+pub struct ConnectConfig {
+    /// The server.
+    pub endpoint: Endpoint,
+    /// `-m` messages, each sent followed by `\n` (stream) or as one
+    /// datagram; `None` means copy the input instead.
+    pub messages: Option<Vec<String>>,
+    /// Stream: the connect timeout. Datagram: how long to wait for each
+    /// reply. `None` picks the defaults above.
+    pub timeout: Option<Duration>,
+    /// How a `tls://` server is verified.
+    pub tls: crate::transport::tls::ClientTlsOptions,
+}
+
+/// Runs the client: sends `input` (or the messages) and writes what comes
+/// back to `output`, until the server closes (stream) or every datagram is
+/// answered. `trace` follows the stream socket's calls and the kernel's
+/// view of it (datagram sockets are not traced).
+///
+/// A closed `output` (a reader such as `head` that has seen enough) ends the
+/// client successfully, as it does for `cat`.
+pub async fn connect<I, O>(
+    config: &ConnectConfig,
+    trace: &Tracer,
+    input: I,
+    output: O,
+) -> Result<(), Error>
+where
+    I: AsyncRead + Unpin,
+    O: AsyncWrite + Unpin,
+{
+    let result = match config.endpoint.kind() {
+        Kind::Stream => stream_client(config, trace, input, output).await,
+        Kind::Datagram => datagram_client(config, input, output).await,
+    };
+    match result {
+        Err(e) if e.is_closed_output() => Ok(()),
+        other => other,
+    }
+}
+
+async fn stream_client<I, O>(
+    config: &ConnectConfig,
+    trace: &Tracer,
+    mut input: I,
+    mut output: O,
+) -> Result<(), Error>
+where
+    I: AsyncRead + Unpin,
+    O: AsyncWrite + Unpin,
+{
+    let endpoint = &config.endpoint;
+    let timeout = config.timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    let tls = crate::transport::tls::client_for(endpoint, &config.tls)?;
+    let stream = Stream::connect_with(endpoint, timeout, trace, tls.as_ref()).await?;
+    // Valid while either half lives: both live to the end of this function.
+    let tcp = stream.tcp_fd();
+    // Trace lines name the peer as the server's name us: by its address.
+    let peer = if trace.is_enabled() {
+        stream
+            .peer()
+            .map_or_else(|_| endpoint.to_string(), |p| p.to_string())
+    } else {
+        String::new()
+    };
+    let (mut from_server, mut to_server) = tokio::io::split(stream);
+
+    let send = async {
+        match &config.messages {
+            Some(messages) => {
+                for message in messages {
+                    to_server.write_all(message.as_bytes()).await?;
+                    to_server.write_all(b"\n").await?;
+                }
+            }
+            None => {
+                tokio::io::copy(&mut input, &mut to_server).await?;
+            }
+        }
+        // End of input: half-close, so the server sees the end of the
+        // stream and closes after echoing what is still in flight.
+        to_server.shutdown().await?;
+        trace.shutdown(&peer, "write", tcp);
+        io::Result::Ok(())
+    };
+    let receive = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = from_server
+                .read(&mut buf)
+                .await
+                .map_err(|e| Error::io(format!("receiving from {endpoint}"), e))?;
+            if n == 0 {
+                trace.eof(&peer, tcp);
+                break;
+            }
+            output.write_all(&buf[..n]).await.map_err(Error::Output)?;
+            // Interactive use: show each reply as it arrives.
+            output.flush().await.map_err(Error::Output)?;
+        }
+        Ok(())
+    };
+    // --trace: the connection sampled every interval while it lives.
+    let sampler = trace.sample_every(&peer, tcp);
+    tokio::pin!(send, receive, sampler);
+    let mut sending = true;
+    let result = loop {
+        tokio::select! {
+            sent = &mut send, if sending => {
+                sending = false;
+                if let Err(e) = sent {
+                    // The server closing first is its right (the lesson's
+                    // server sends and closes); we still print what it sent.
+                    if !matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset) {
+                        break Err(Error::io(format!("sending to {endpoint}"), e));
+                    }
+                }
+            }
+            received = &mut receive => break received,
+            never = &mut sampler, if trace.is_enabled() => match never {},
+        }
+    };
+    trace.close(&peer, tcp);
+    result
+}
+
+async fn datagram_client<I, O>(config: &ConnectConfig, input: I, mut output: O) -> Result<(), Error>
+where
+    I: AsyncRead + Unpin,
+    O: AsyncWrite + Unpin,
+{
+    let endpoint = &config.endpoint;
+    let timeout = config.timeout.unwrap_or(DEFAULT_REPLY_TIMEOUT);
+    let socket = Datagram::connect(endpoint).await?;
+    let mut reply = vec![0u8; socket.max_datagram()];
+    let mut exchange = async |message: &[u8]| -> Result<(), Error> {
+        socket
+            .send(message)
+            .await
+            .map_err(|e| Error::connect(endpoint, e))?;
+        let n = match tokio::time::timeout(timeout, socket.recv(&mut reply)).await {
+            Ok(received) => received.map_err(|e| Error::connect(endpoint, e))?,
+            Err(_) => {
+                return Err(Error::NoReply {
+                    endpoint: endpoint.to_string(),
+                    timeout,
+                });
+            }
+        };
+        output.write_all(&reply[..n]).await.map_err(Error::Output)?;
+        output.write_all(b"\n").await.map_err(Error::Output)?;
+        output.flush().await.map_err(Error::Output)
+    };
+    match &config.messages {
+        Some(messages) => {
+            for message in messages {
+                exchange(message.as_bytes()).await?;
+            }
+        }
+        None => {
+            let mut lines = BufReader::new(input);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                let n = lines
+                    .read_until(b'\n', &mut line)
+                    .await
+                    .map_err(|e| Error::io("reading standard input", e))?;
+                if n == 0 {
+                    break;
+                }
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                }
+                exchange(&line).await?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,355 @@
+//! Datagram sockets: one receive loop per socket, each datagram checked by
+//! the guard, then answered by the service.
+//!
+//! On Linux a UDP socket is served in batches, on a thread of its own
+//! ([`batched`], with the system calls in `udp_batch.rs`): one `recvmmsg`
+//! takes up to 32 datagrams, one `sendmmsg` sends their replies, replies to
+//! one peer of one size going out as one GSO send. Unix datagram sockets,
+//! and every socket elsewhere, are a tokio task taking one datagram at a
+//! time.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::Context;
+use crate::endpoint::Endpoint;
+use crate::guard::DatagramGuard;
+use crate::guard::rate::LogThrottle;
+use crate::transport::DatagramPeer;
+use crate::transport::datagram::BoundDatagram;
+
+/// Receives datagrams and echoes each one the guard lets through, until
+/// told to stop (or, with `--once`, after one).
+pub(super) async fn datagram_loop(bound: BoundDatagram, ctx: Context) {
+    let local_ip = match &bound.local {
+        Endpoint::Udp(_) => bound.local.host_port().and_then(|hp| match hp.host {
+            crate::endpoint::Host::Ip(ip) => Some(SocketAddr::new(ip, hp.port)),
+            crate::endpoint::Host::Name(_) => None,
+        }),
+        _ => None,
+    };
+    let mut guard = DatagramGuard::new(
+        local_ip,
+        ctx.config.udp_guard.allow_low_ports,
+        ctx.config.access.clone(),
+        ctx.config.udp_guard.rate,
+    );
+    // Dropped datagrams are logged at most once a second, with a count:
+    // a flood of them must not become a flood of log lines.
+    let mut drops = LogThrottle::new();
+    #[cfg(target_os = "linux")]
+    if matches!(bound.socket, crate::transport::Datagram::Udp(_)) {
+        let max = bound.socket.max_datagram();
+        let crate::transport::Datagram::Udp(udp) = bound.socket else {
+            return;
+        };
+        // Off tokio's reactor: the thread below blocks in the kernel.
+        let udp = match udp.into_std() {
+            Ok(udp) => udp,
+            Err(e) => {
+                tracing::error!(cause = %e, "cannot take the UDP socket off the reactor");
+                return;
+            }
+        };
+        let udp = std::sync::Arc::new(udp);
+        let span = tracing::Span::current();
+        let thread = tokio::task::spawn_blocking({
+            let (udp, ctx) = (udp.clone(), ctx.clone());
+            move || {
+                let _span = span.entered();
+                batched::udp_thread(&udp, max, &ctx, &mut guard, &mut drops);
+            }
+        });
+        tokio::pin!(thread);
+        tokio::select! {
+            _ = &mut thread => return,
+            _ = ctx.accepting.cancelled() => {}
+        }
+        // Wake the thread from its receive. Shutting down the read side of
+        // a UDP socket, even an unconnected one (when Linux also answers
+        // ENOTCONN), wakes every receiver blocked on it, and any receive
+        // after it returns at once.
+        let _ = socket2::SockRef::from(&*udp).shutdown(std::net::Shutdown::Read);
+        let _ = thread.await;
+        return;
+    }
+    let socket = &bound.socket;
+    // One buffer for the socket's lifetime: no allocation per datagram.
+    let mut buf = vec![0u8; socket.max_datagram()];
+    loop {
+        // Under inetd (`wait`), a datagram server that has nothing to do
+        // exits, and inetd starts it again with the next datagram.
+        let quiet = async {
+            match ctx.config.exit_when_idle {
+                Some(limit) => tokio::time::sleep(limit).await,
+                None => std::future::pending().await,
+            }
+        };
+        let received = tokio::select! {
+            received = socket.recv_from(&mut buf) => received,
+            _ = ctx.accepting.cancelled() => return,
+            () = quiet => {
+                tracing::debug!("idle: giving the socket back to inetd");
+                ctx.accepting.cancel();
+                return;
+            }
+        };
+        let (n, peer) = match received {
+            Ok(pair) => pair,
+            Err(e) => {
+                // On Linux a UDP socket reports an ICMP error from an earlier
+                // send (port unreachable) on its next receive: a property of
+                // that peer, not of this socket. Anything else: breathe, so a
+                // persistent error cannot spin the CPU.
+                tracing::debug!(cause = %e, "receive failed");
+                if !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset
+                ) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                continue;
+            }
+        };
+        if !admitted(&mut guard, &mut drops, &peer, Instant::now()) {
+            continue;
+        }
+        if let Some(len) = ctx.config.service.mode.service().reply(&mut buf, n)
+            && let Err(e) = socket.send_to(&buf[..len], &peer).await
+        {
+            tracing::debug!(%peer, cause = %e, "reply failed");
+        }
+        if ctx.config.once {
+            ctx.accepting.cancel();
+            return;
+        }
+    }
+}
+
+/// Whether the guard lets `peer` have a reply; drops are logged at most
+/// once a second, with their count.
+fn admitted(
+    guard: &mut DatagramGuard,
+    drops: &mut LogThrottle,
+    peer: &DatagramPeer,
+    now: Instant,
+) -> bool {
+    match guard.check(peer, now) {
+        Ok(()) => true,
+        Err(why) => {
+            if let Some(dropped) = drops.hit(now) {
+                let setting = why.setting().map(|s| s.name());
+                tracing::warn!(%peer, why = %why, dropped, setting, "datagrams dropped, no reply");
+            }
+            false
+        }
+    }
+}
+
+/// The Linux UDP loop: a thread of its own per socket, blocked in the
+/// kernel in `recvmmsg` as the batched C reference is, with no reactor
+/// between the socket and the loop. The same batches served by a tokio
+/// task (readiness through epoll, then `recvmmsg` until it would block)
+/// cost more CPU per datagram in `PROTO=udp scripts/compare.sh`, most with
+/// one flow, where every batch is a wake-up: the task paid `epoll_wait`,
+/// one more `recvmmsg` to learn the queue was empty, and the scheduler's
+/// work on top.
+#[cfg(target_os = "linux")]
+mod batched {
+    use std::io;
+    use std::net::UdpSocket;
+    use std::os::fd::{AsRawFd, RawFd};
+    use std::time::{Duration, Instant};
+
+    use super::super::udp_batch::{self, Batch, Plan, Reply};
+    use super::{Context, DatagramGuard, LogThrottle, admitted};
+    use crate::transport::DatagramPeer;
+
+    /// How long a send waits for room in the socket buffer before the
+    /// thread looks at the stop signal again.
+    const SEND_TICK: Duration = Duration::from_millis(100);
+
+    /// Serves a UDP socket on the calling thread, a batch at a time, until
+    /// accepting is cancelled (the caller then shuts the socket's read side
+    /// down to wake the receive), or after one datagram with `--once`, or
+    /// once idle past the inetd limit. Every datagram goes through the
+    /// guard and the mode exactly as in the one-at-a-time loop.
+    ///
+    /// The receive waits without a timeout (but the inetd limit), as the C
+    /// reference's does: a timeout would arm a timer at every wait, one
+    /// wait per batch.
+    pub(super) fn udp_thread(
+        socket: &UdpSocket,
+        max_datagram: usize,
+        ctx: &Context,
+        guard: &mut DatagramGuard,
+        drops: &mut LogThrottle,
+    ) {
+        if let Err(e) = socket
+            .set_nonblocking(false)
+            .and_then(|()| socket.set_read_timeout(ctx.config.exit_when_idle))
+            .and_then(|()| socket.set_write_timeout(Some(SEND_TICK)))
+        {
+            tracing::error!(cause = %e, "cannot set the UDP socket's timeouts; not serving it");
+            return;
+        }
+        let fd = socket.as_raw_fd();
+        let mut state = State::new(fd, max_datagram, ctx.config.once);
+        let mut last = Instant::now();
+        loop {
+            if ctx.accepting.is_cancelled() {
+                return;
+            }
+            let n = match state.batch.recv(fd) {
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    // Under inetd (`wait`), a datagram server that has
+                    // nothing to do exits, and inetd starts it again with
+                    // the next datagram.
+                    if let Some(limit) = ctx.config.exit_when_idle
+                        && last.elapsed() >= limit
+                    {
+                        tracing::debug!("idle: giving the socket back to inetd");
+                        ctx.accepting.cancel();
+                        return;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    // As in the one-at-a-time loop: an ICMP error is the
+                    // peer's business; anything else, breathe.
+                    tracing::debug!(cause = %e, "receive failed");
+                    if !matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
+                    ) {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    continue;
+                }
+            };
+            last = Instant::now();
+            let served = state.answer(n, last, ctx, guard, drops);
+            // Only a full socket buffer for SEND_TICK gets here: wait again.
+            while state.send(fd).is_err() {
+                if ctx.accepting.is_cancelled() {
+                    return;
+                }
+            }
+            if ctx.config.once && served {
+                ctx.accepting.cancel();
+                return;
+            }
+        }
+    }
+
+    /// What the loop keeps from batch to batch: no allocation per datagram
+    /// (nor, once the vectors have grown to a batch, per batch).
+    struct State {
+        batch: Batch,
+        replies: Vec<Reply>,
+        plan: Plan,
+        /// The largest reply coalesced into a GSO send; 0: GSO off.
+        max_seg: usize,
+        /// Runs of `plan` sent so far.
+        next: usize,
+    }
+
+    impl State {
+        fn new(fd: RawFd, max_datagram: usize, once: bool) -> State {
+            // `--once` serves exactly one datagram: take them one at a time,
+            // so that those after it stay unread, as they always did.
+            let slots = if once { 1 } else { udp_batch::BATCH };
+            State {
+                batch: Batch::new(slots, max_datagram),
+                replies: Vec::with_capacity(slots),
+                plan: Plan::default(),
+                max_seg: udp_batch::gso_max_segment(fd),
+                next: 0,
+            }
+        }
+
+        /// Puts the `n` datagrams just received through the guard and the
+        /// mode, and plans their replies. Whether any was served (let
+        /// through by the guard), as `--once` counts.
+        fn answer(
+            &mut self,
+            n: usize,
+            now: Instant,
+            ctx: &Context,
+            guard: &mut DatagramGuard,
+            drops: &mut LogThrottle,
+        ) -> bool {
+            let mut served = false;
+            let service = ctx.config.service.mode.service();
+            self.replies.clear();
+            for slot in 0..n {
+                // Always an IP address on a UDP socket.
+                let Some(peer) = self.batch.peer(slot) else {
+                    continue;
+                };
+                if !admitted(guard, drops, &DatagramPeer::Ip(peer), now) {
+                    continue;
+                }
+                served = true;
+                let Some(len) = self.batch.reply(slot, service) else {
+                    continue;
+                };
+                self.replies.push(Reply { peer, slot, len });
+            }
+            self.plan.make(&self.replies, self.max_seg);
+            self.next = 0;
+            served
+        }
+
+        /// Sends the planned replies not sent yet: `Ok` once all are gone,
+        /// an error (`WouldBlock`) when the socket had no room for [`SEND_TICK`].
+        /// A reply is lost only where a plain send_to of it would have
+        /// failed too (logged, as the one-at-a-time loop logs it); a GSO
+        /// send the kernel refuses is sent again as plain datagrams, and
+        /// `max_seg` lowered (or GSO turned off) for the next batches.
+        fn send(&mut self, fd: RawFd) -> io::Result<()> {
+            while self.next < self.plan.runs.len() {
+                let runs = &self.plan.runs[self.next..];
+                let err = match self.batch.send(fd, &self.plan.order, runs) {
+                    Ok(sent) => {
+                        self.next += sent.max(1);
+                        continue;
+                    }
+                    Err(e) => e,
+                };
+                match err.kind() {
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => return Err(err),
+                    io::ErrorKind::Interrupted => continue,
+                    _ => {}
+                }
+                let run = self.plan.runs[self.next];
+                if run.is_gso()
+                    && let Some(cap) = udp_batch::gso_refused(&err, run.seg)
+                {
+                    tracing::debug!(segment = run.seg, cause = %err, "GSO send refused; sending plain datagrams");
+                    self.max_seg = cap.min(self.max_seg);
+                    // Plan what is left again, under the new cap.
+                    self.replies.clear();
+                    self.replies
+                        .extend_from_slice(&self.plan.order[run.start..]);
+                    self.plan.make(&self.replies, self.max_seg);
+                    self.next = 0;
+                    continue;
+                }
+                for reply in &self.plan.order[run.start..run.end] {
+                    tracing::debug!(peer = %reply.peer, cause = %err, "reply failed");
+                }
+                self.next += 1;
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,888 @@
+//! The io_uring engine for TCP echo: one ring per thread, every thread
+//! accepting on the same listening sockets, every connection's receives and
+//! sends queued on its thread's ring (through `sockecho-uring`, the one
+//! io_uring layer).
+//!
+//! Why: an epoll server pays `epoll_wait`, `read` and `write` per message.
+//! Here a whole round of completions is handled and the next round of
+//! operations submitted in one `io_uring_enter`; each connection has one
+//! long-lived multishot receive (armed once, not once per message), and
+//! receives take their buffer from a per-thread registered buffer ring only
+//! when data arrives, so an idle connection holds no buffer at all: its cost
+//! is one small slab entry. Per echoed message that leaves one receive
+//! completion and one send.
+//!
+//! Each connection goes: (greeting send) -> receive -> send it back ->
+//! buffer back to the pool -> ... -> end of stream -> shutdown -> close.
+//! Received buffers wait in a short per-connection queue while a send is in
+//! flight; when the queue is full the multishot receive is cancelled and
+//! armed again once the queue drains, so a peer that never reads stalls only
+//! itself and holds at most a few buffers. Kernels without multishot receive
+//! (before 6.0) get one single-shot receive per message instead
+//! ([`RingReceive::SingleShot`] chooses that path on any kernel).
+//!
+//! The only `unsafe` is queuing operations that point at memory: the
+//! received buffers being sent back (each held by its connection until the
+//! send completes) and the greeting (in the configuration, which the
+//! engine's threads share until they end).
+#![allow(unsafe_code)]
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use sockecho_uring::{Buffer, Completion, Ring, opcode, squeue, types};
+use socket2::SockRef;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::config::RingReceive;
+use super::{Context, Error};
+use crate::endpoint::Endpoint;
+use crate::guard::SourceSlot;
+use crate::guard::rate::LogThrottle;
+use crate::transport::Peer;
+
+/// Receive buffers per thread at most (a power of two: it is also the
+/// buffer ring's size), and their size: as large as the C reference's read
+/// buffer, so a 64 KiB message is one receive. A connection holds buffers
+/// only between a receive and the end of its echo.
+const BUFFERS: u16 = 1024;
+const BUFFER_SIZE: usize = 64 * 1024;
+/// The fewest buffers kept in the ring. The kernel takes buffers from the
+/// ring in the order they were added, so every buffer in it is one more in
+/// the set the copies cycle through: the ring holds about twice the most
+/// receives a recent round took (doubling when a receive finds it empty,
+/// decaying slowly), not the whole pool. Buffers given back go on a stack
+/// and the ring is topped up from its top once per round, so the kernel
+/// fills buffers that are still in cache, and pool pages that were never
+/// needed never become resident.
+const MIN_RING: u16 = 4;
+/// Received buffers a connection may queue behind the one being sent before
+/// its multishot receive is paused.
+const MAX_QUEUED: usize = 2;
+/// The buffer group id of the pool.
+const GROUP: u16 = 0;
+
+/// The most registered (fixed) descriptors per ring: connections in slots
+/// past it use their plain descriptor.
+const FIXED_FILES: u32 = 65_536;
+
+/// Submission queue entries per ring (completions: four times as many).
+const ENTRIES: u32 = 4096;
+
+/// How often the loop wakes by itself to look at the stop flags.
+const TICK: Duration = Duration::from_millis(50);
+
+/// How long accepting pauses when descriptors run out (EMFILE/ENFILE), so
+/// exhaustion neither kills the server nor spins a core.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What a completion is for: the low 3 bits of `user_data`; the rest is a
+/// connection slot or a listener index.
+const OP_ACCEPT: u64 = 0;
+const OP_RECV: u64 = 1;
+const OP_SEND: u64 = 2;
+const OP_IGNORE: u64 = 3; // buffer returns, cancels, file updates
+const OP_ACCEPT_RETRY: u64 = 4;
+
+/// What every engine thread shares.
+struct Shared {
+    /// The listening sockets, with the endpoint each serves.
+    listeners: Vec<(OwnedFd, Endpoint)>,
+    /// The server's context: configuration, events, permits, admission.
+    ctx: Context,
+    /// Receives are multishot where the kernel has them.
+    multishot: bool,
+    /// Descriptor exhaustion is logged at most once a second (every thread
+    /// retries every ACCEPT_BACKOFF).
+    accept_errors: std::sync::Mutex<LogThrottle>,
+    /// Stop accepting; open connections finish.
+    stop: AtomicBool,
+    /// Close every connection now.
+    force: AtomicBool,
+}
+
+/// The io_uring engine's threads, each with its ring set up, waiting for
+/// [`Started::go`] before they accept.
+pub(super) struct Started {
+    go: Vec<std::sync::mpsc::Sender<()>>,
+}
+
+impl Started {
+    /// Lets every thread accept. Called once the `listen ok` lines are out,
+    /// so that no `connection` line comes before its endpoint's.
+    pub(super) fn go(self) {
+        for go in self.go {
+            let _ = go.send(());
+        }
+    }
+}
+
+/// Starts the io_uring engine's threads on `listeners`, and a task (tracked
+/// like the accept loops) that passes the stop and force signals on and
+/// ends when every engine thread has. Returns once every thread has set up
+/// its ring, or the first failure to (then no thread serves).
+pub(super) fn start(listeners: Vec<(OwnedFd, Endpoint)>, ctx: &Context) -> Result<Started, Error> {
+    let threads = ctx
+        .config
+        .engine
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let shared = Arc::new(Shared {
+        listeners,
+        ctx: ctx.clone(),
+        multishot: ctx.config.engine.receive == RingReceive::Multishot,
+        accept_errors: std::sync::Mutex::new(LogThrottle::new()),
+        stop: AtomicBool::new(false),
+        force: AtomicBool::new(false),
+    });
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
+    let mut finished = Vec::with_capacity(threads);
+    let mut go = Vec::with_capacity(threads);
+    let mut failure = None;
+    for t in 0..threads {
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let (thread_shared, ready_tx) = (shared.clone(), ready_tx.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("ring-{t}"))
+            .spawn(move || {
+                if let Err(e) = run_thread(&thread_shared, &ready_tx, &go_rx) {
+                    tracing::error!(cause = %e, "io_uring engine thread failed");
+                }
+                let _ = done_tx.send(());
+            });
+        match spawned {
+            Ok(_) => {
+                finished.push(done_rx);
+                go.push(go_tx);
+            }
+            Err(e) => {
+                failure = Some(Error::io("starting an engine thread", e));
+                break;
+            }
+        }
+    }
+    drop(ready_tx);
+    // Every thread started says whether its ring is up.
+    for _ in 0..go.len() {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                failure.get_or_insert(Error::io("setting up an io_uring engine thread", e));
+            }
+            Err(_) => {
+                failure.get_or_insert(Error::io(
+                    "setting up an io_uring engine thread",
+                    io::Error::other("the thread ended early"),
+                ));
+            }
+        }
+    }
+    if let Some(failure) = failure {
+        // Dropping the go senders ends every thread that did start.
+        return Err(failure);
+    }
+    let (accepting, force) = (ctx.accepting.clone(), ctx.force.clone());
+    ctx.tracker.spawn(async move {
+        let all_done = async move {
+            for done in finished {
+                let _ = done.await;
+            }
+        };
+        tokio::pin!(all_done);
+        tokio::select! {
+            _ = &mut all_done => return,
+            _ = accepting.cancelled() => {
+                shared.stop.store(true, Ordering::Relaxed);
+                // Refuse new connections at once, as the epoll engine does
+                // by dropping its listeners: on Linux, shutting down a
+                // listening socket's read side closes it to new connections
+                // and fails the accepts in flight.
+                for (fd, _) in &shared.listeners {
+                    let _ = SockRef::from(fd).shutdown(std::net::Shutdown::Read);
+                }
+            }
+        }
+        tokio::select! {
+            _ = &mut all_done => return,
+            _ = force.cancelled() => shared.force.store(true, Ordering::Relaxed),
+        }
+        all_done.await;
+    });
+    Ok(Started { go })
+}
+
+struct Conn {
+    fd: OwnedFd,
+    /// Its descriptor is also in the ring's table of registered files at
+    /// the index of its slot: operations name it there, so the kernel takes
+    /// no reference on the file per operation.
+    fixed: bool,
+    /// Its places in the per-source count and the connection limit, given
+    /// back when the connection ends.
+    _admitted: (SourceSlot, OwnedSemaphorePermit),
+    peer: Peer,
+    listener: u16,
+    bytes_in: u64,
+    bytes_out: u64,
+    /// The greeting is being sent (its bytes come from the configuration).
+    greeting: bool,
+    /// The received buffer being sent back, and how much of it is sent.
+    /// Held until its send completes: the kernel reads it meanwhile.
+    buffer: Option<Buffer>,
+    send_off: u32,
+    send_len: u32,
+    /// Buffers received while an earlier one was still being sent, in
+    /// order: the next to send. At MAX_QUEUED the receive is paused, so a
+    /// peer that never reads stalls only itself, while large messages flow
+    /// (receives overlap the current send).
+    queued: VecDeque<Buffer>,
+    send_in_flight: bool,
+    recv_in_flight: bool,
+    /// The receive in flight is multishot (it stays armed until it ends).
+    recv_multishot: bool,
+    /// A cancel of the multishot receive is in flight (queue full).
+    pausing: bool,
+    /// Waiting for the pool to have a buffer again.
+    starved: bool,
+    /// The last receive filled its buffer: more is likely waiting.
+    full: bool,
+    /// Why it ended, once it has.
+    ending: Option<String>,
+    /// The peer ended its side: finish after the echo in flight.
+    eof: bool,
+    /// When an operation of its last completed (or it was accepted).
+    last_active: Instant,
+}
+
+/// Runs one engine thread: sets its ring up and says so on `ready`, waits
+/// for the word to `go` (none: the server did not start), then serves
+/// until the server stops and its connections end.
+fn run_thread(
+    shared: &Arc<Shared>,
+    ready: &std::sync::mpsc::Sender<io::Result<()>>,
+    go: &std::sync::mpsc::Receiver<()>,
+) -> io::Result<()> {
+    let set_up = || -> io::Result<Ring> {
+        let mut ring = Ring::new(ENTRIES, ENTRIES * 4)?;
+        ring.register_buf_ring(GROUP, BUFFERS, BUFFER_SIZE)?;
+        Ok(ring)
+    };
+    let mut ring = match set_up() {
+        Ok(ring) => {
+            let _ = ready.send(Ok(()));
+            ring
+        }
+        Err(e) => {
+            let kind = e.kind();
+            let _ = ready.send(Err(e));
+            return Err(io::Error::new(kind, "could not set up its ring"));
+        }
+    };
+    if go.recv().is_err() {
+        return Ok(());
+    }
+    let fixed_files = ring.register_sparse_files(FIXED_FILES);
+    let mut thread = Thread {
+        taken: 0,
+        peak: u32::from(MIN_RING) << 8,
+        multishot: shared.multishot,
+        fixed_files,
+        quiet_sends: 0,
+        conns: Vec::new(),
+        free: Vec::new(),
+        waiting_for_buffer: Vec::new(),
+        accepts_in_flight: 0,
+        idle: shared.ctx.config.limits.idle_timeout,
+        now: Instant::now(),
+        next_sweep: Instant::now(),
+        stopping: false,
+        forced: false,
+    };
+    if !thread.multishot {
+        tracing::debug!("single-shot receives");
+    }
+    let result = thread.run(&mut ring, shared);
+    if result.is_err() {
+        // Sends in flight may still read the greeting, which the shared
+        // configuration holds: keep it alive for good. (The ring keeps its
+        // buffer pool itself when operations are left in flight.)
+        std::mem::forget(shared.clone());
+        std::mem::forget(thread);
+    }
+    result
+}
+
+struct Thread {
+    /// Buffers receives took this round, and the recent most in a round
+    /// (decaying by 1/64 a round; fixed point, 8 fractional bits): the ring
+    /// is topped up to twice that.
+    taken: u32,
+    peak: u32,
+    /// Receives are multishot (cleared, for good, if the kernel refuses).
+    multishot: bool,
+    /// Slots in the ring's registered-file table (0 where the kernel or
+    /// the descriptor limit refused one).
+    fixed_files: u32,
+    /// Sends queued this round whose completion needs no follow-up: the
+    /// next wait asks for that many completions more, so one system call
+    /// both submits them and sleeps until the next message.
+    quiet_sends: u32,
+    conns: Vec<Option<Conn>>,
+    free: Vec<u32>,
+    waiting_for_buffer: Vec<u32>,
+    /// Accepts (or accept backoffs) in flight, across listeners.
+    accepts_in_flight: usize,
+    /// The idle timeout, enforced by [`Thread::sweep`].
+    idle: Option<Duration>,
+    /// The time as of the last wake-up: one clock read per round, not one
+    /// per completion.
+    now: Instant,
+    /// When idle connections are next looked for.
+    next_sweep: Instant,
+    stopping: bool,
+    forced: bool,
+}
+
+impl Thread {
+    fn run(&mut self, ring: &mut Ring, shared: &Shared) -> io::Result<()> {
+        self.refill(ring)?;
+        for i in 0..shared.listeners.len() {
+            self.arm_accept(ring, shared, i)?;
+        }
+        let mut done: Vec<Completion> = Vec::with_capacity(ENTRIES as usize);
+        loop {
+            if !self.stopping && shared.stop.load(Ordering::Relaxed) {
+                self.stopping = true;
+                for i in 0..shared.listeners.len() {
+                    ring.cancel(accept_data(i), OP_IGNORE)?;
+                }
+            }
+            if !self.forced && shared.force.load(Ordering::Relaxed) {
+                self.forced = true;
+                self.stopping = true;
+                for conn in self.conns.iter_mut().flatten() {
+                    conn.ending
+                        .get_or_insert_with(|| "closed by shutdown".to_owned());
+                    let _ = SockRef::from(&conn.fd).shutdown(std::net::Shutdown::Both);
+                }
+                // Connections waiting for a pool buffer have nothing in
+                // flight to complete: finish them here.
+                for slot in std::mem::take(&mut self.waiting_for_buffer) {
+                    self.advance(ring, shared, slot)?;
+                }
+            }
+            // Every slot is either in use or on the free list: no walk over
+            // ten thousand connections per wake-up to count them.
+            let open_here = self.conns.len() - self.free.len();
+            if self.stopping && open_here == 0 && self.accepts_in_flight == 0 {
+                return Ok(());
+            }
+            // Sends usually complete during the submission itself. Waiting
+            // for one completion would return at once with theirs, and a
+            // second system call would wait for the next message: wait for
+            // one completion beyond the quiet sends instead (the tick still
+            // bounds the wait). Not while connections wait for a buffer: a
+            // send completion gives one back.
+            self.refill(ring)?;
+            let want = if self.waiting_for_buffer.is_empty() {
+                (1 + self.quiet_sends as usize).min(ENTRIES as usize)
+            } else {
+                1
+            };
+            self.quiet_sends = 0;
+            ring.wait(want, TICK)?;
+            self.now = Instant::now();
+            self.sweep(ring, shared)?;
+            done.clear();
+            ring.reap(&mut done);
+            for completion in &done {
+                let index = (completion.user_data >> 3) as usize;
+                match completion.user_data & 7 {
+                    OP_ACCEPT => self.on_accept(ring, shared, index, completion.result)?,
+                    OP_ACCEPT_RETRY => {
+                        self.accepts_in_flight -= 1;
+                        if !self.stopping {
+                            self.arm_accept(ring, shared, index)?;
+                        }
+                    }
+                    OP_RECV => self.on_recv(ring, shared, index, completion)?,
+                    OP_SEND => self.on_send(ring, shared, index, completion.result)?,
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn arm_accept(&mut self, ring: &mut Ring, shared: &Shared, i: usize) -> io::Result<()> {
+        let fd = types::Fd(shared.listeners[i].0.as_raw_fd());
+        let entry = opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(accept_data(i));
+        // SAFETY: the accept asks for no peer address (null pointers), so
+        // it points at no memory; the listener stays open while the engine
+        // runs (the shared state holds it until every thread has ended).
+        unsafe { ring.push(&entry)? };
+        self.accepts_in_flight += 1;
+        Ok(())
+    }
+
+    fn on_accept(
+        &mut self,
+        ring: &mut Ring,
+        shared: &Shared,
+        i: usize,
+        result: i32,
+    ) -> io::Result<()> {
+        self.accepts_in_flight -= 1;
+        if result < 0 {
+            let errno = -result;
+            if matches!(errno, libc::EMFILE | libc::ENFILE | libc::ENOBUFS) && !self.stopping {
+                let due = shared
+                    .accept_errors
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .hit(Instant::now());
+                if let Some(failed) = due {
+                    tracing::warn!(cause = %io::Error::from_raw_os_error(errno), failed, retry_in = ?ACCEPT_BACKOFF, "cannot accept");
+                }
+                ring.timeout(ACCEPT_BACKOFF, ((i as u64) << 3) | OP_ACCEPT_RETRY)?;
+                self.accepts_in_flight += 1;
+            } else if !self.stopping && errno != libc::ECANCELED {
+                tracing::debug!(cause = %io::Error::from_raw_os_error(errno), "accept failed");
+                self.arm_accept(ring, shared, i)?;
+            }
+            return Ok(());
+        }
+        // SAFETY: a successful accept returns a new descriptor that nothing
+        // else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(result as RawFd) };
+        if self.stopping {
+            return Ok(()); // accepted as the stop came: dropped, closing it
+        }
+        self.arm_accept(ring, shared, i)?;
+        let sock = SockRef::from(&fd);
+        let peer = match sock.peer_addr().ok().and_then(|a| a.as_socket()) {
+            Some(addr) => Peer::Ip(addr),
+            None => Peer::Ip(SocketAddr::from(([0, 0, 0, 0], 0))),
+        };
+        // Before any byte is read: the access list, the per-source and the
+        // overall limits.
+        let Some(admitted) = super::admit(&shared.ctx, &peer) else {
+            return Ok(()); // dropped: the client reads the end of the stream
+        };
+        let _ = sock.set_tcp_nodelay(true);
+        shared.ctx.events.connection(&peer, &shared.listeners[i].1);
+        let greeting = &shared.ctx.config.service.greeting;
+        let conn = Conn {
+            fd,
+            fixed: false,
+            _admitted: admitted,
+            peer,
+            listener: i as u16,
+            bytes_in: 0,
+            bytes_out: 0,
+            greeting: !greeting.is_empty(),
+            buffer: None,
+            send_off: 0,
+            send_len: greeting.len() as u32,
+            queued: VecDeque::new(),
+            send_in_flight: false,
+            recv_in_flight: false,
+            recv_multishot: false,
+            pausing: false,
+            starved: false,
+            full: false,
+            ending: None,
+            eof: false,
+            last_active: self.now,
+        };
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.conns[slot as usize] = Some(conn);
+                slot
+            }
+            None => {
+                self.conns.push(Some(conn));
+                (self.conns.len() - 1) as u32
+            }
+        };
+        if slot < self.fixed_files
+            && let Some(conn) = self.conns[slot as usize].as_mut()
+        {
+            // Registered before its first operation: entries are issued in
+            // order, and a files update completes as it is issued.
+            ring.update_file(slot, Some(conn.fd.as_raw_fd()), OP_IGNORE)?;
+            conn.fixed = true;
+        }
+        self.advance(ring, shared, slot)
+    }
+
+    /// Queues the connection's next operations (a send of what is due, a
+    /// receive if there is room), or finishes it once nothing is left.
+    fn advance(&mut self, ring: &mut Ring, shared: &Shared, slot: u32) -> io::Result<()> {
+        let (forced, multishot) = (self.forced, self.multishot);
+        let Some(conn) = self.conns[slot as usize].as_mut() else {
+            return Ok(());
+        };
+        let fd = target(conn, slot);
+        let mut send = None;
+        let mut recv = None;
+        if conn.ending.is_none() && !conn.send_in_flight {
+            if !conn.greeting
+                && conn.buffer.is_none()
+                && let Some(next) = conn.queued.pop_front()
+            {
+                conn.send_off = 0;
+                conn.send_len = next.len() as u32;
+                conn.buffer = Some(next);
+            }
+            let base = match (&conn.buffer, conn.greeting) {
+                (_, true) => Some(shared.ctx.config.service.greeting.as_ptr()),
+                (Some(buffer), false) => Some(buffer.as_ptr()),
+                (None, false) => None,
+            };
+            if let Some(base) = base {
+                // `send_off < send_len <=` the bytes at `base`.
+                let ptr = base.wrapping_add(conn.send_off as usize);
+                let len = conn.send_len - conn.send_off;
+                let flags = libc::MSG_NOSIGNAL | libc::MSG_WAITALL;
+                let entry = match fd {
+                    Target::Fd(fd) => opcode::Send::new(fd, ptr, len).flags(flags).build(),
+                    Target::Fixed(fd) => opcode::Send::new(fd, ptr, len).flags(flags).build(),
+                };
+                send = Some(entry.user_data(slot_data(slot, OP_SEND)));
+                conn.send_in_flight = true;
+            }
+        }
+        if conn.ending.is_none()
+            && !conn.eof
+            && !forced
+            && !conn.recv_in_flight
+            && !conn.starved
+            && !conn.greeting
+            && conn.queued.is_empty()
+            // A multishot receive stays armed across sends. A single-shot
+            // one overlaps a send only when the last receive filled its
+            // buffer (a large transfer); for small messages, receiving after
+            // the send completes is cheaper.
+            && (multishot || conn.buffer.is_none() || conn.full)
+        {
+            recv = Some(recv_entry(multishot, fd, slot));
+            conn.recv_in_flight = true;
+            conn.recv_multishot = multishot;
+        } else if conn.recv_in_flight
+            && conn.recv_multishot
+            && !conn.pausing
+            && (conn.queued.len() >= MAX_QUEUED || conn.ending.is_some())
+        {
+            // The peer sends faster than it reads: stop receiving until the
+            // queue drains (the receive then ends with ECANCELED). Or the
+            // connection is ending: a multishot receive would stay armed.
+            ring.cancel(slot_data(slot, OP_RECV), OP_IGNORE)?;
+            conn.pausing = true;
+        }
+        // A send whose completion only gives its buffer back (its receive
+        // stays armed, nothing queued behind it, no end to finish): the loop
+        // need not wake up for it. See `Thread::quiet_sends`.
+        if send.is_some()
+            && !conn.greeting
+            && conn.queued.is_empty()
+            && conn.recv_in_flight
+            && conn.recv_multishot
+            && !conn.pausing
+            && !conn.eof
+            && conn.ending.is_none()
+        {
+            self.quiet_sends += 1;
+        }
+        let busy =
+            conn.send_in_flight || conn.recv_in_flight || conn.starved && conn.ending.is_none();
+        let drained = conn.buffer.is_none() && conn.queued.is_empty() && !conn.greeting;
+        if let Some(entry) = send {
+            // SAFETY: the send reads the greeting, which the shared
+            // configuration keeps for the engine's life, or the
+            // connection's current buffer, which it holds (and does not
+            // touch) until the send's completion; `fd` stays open as long
+            // (the connection closes only once nothing is in flight).
+            unsafe { ring.push(&entry)? };
+        }
+        if let Some(entry) = recv {
+            // SAFETY: the receive writes into a buffer of the ring's own
+            // pool, picked by the kernel, which the ring keeps alive; the
+            // descriptor stays open until its completion, as above.
+            unsafe { ring.push(&entry)? };
+        }
+        let still_ok = self.conns[slot as usize]
+            .as_ref()
+            .is_some_and(|c| c.ending.is_none());
+        if busy || (still_ok && !drained) {
+            return Ok(());
+        }
+        // The end: the peer's end of stream with everything echoed (then
+        // our half-close, so it reads the end after the last byte), or an
+        // error or a limit with nothing left in flight.
+        let conn = self.conns[slot as usize]
+            .take()
+            .expect("slot checked above");
+        self.free.push(slot);
+        if conn.fixed {
+            // Out of the table (queued before any operation of the slot's
+            // next connection); the descriptor closes below.
+            ring.update_file(slot, None, OP_IGNORE)?;
+        }
+        if conn.ending.is_none() {
+            let _ = SockRef::from(&conn.fd).shutdown(std::net::Shutdown::Write);
+        }
+        shared.ctx.events.closed(
+            &conn.peer,
+            &shared.listeners[conn.listener as usize].1,
+            conn.bytes_in,
+            conn.bytes_out,
+            conn.ending.as_deref(),
+        );
+        // Dropping the connection gives its buffers back to the pool.
+        Ok(())
+    }
+
+    fn on_recv(
+        &mut self,
+        ring: &mut Ring,
+        shared: &Shared,
+        slot: usize,
+        completion: &Completion,
+    ) -> io::Result<()> {
+        let (forced, now) = (self.forced, self.now);
+        let result = completion.result;
+        // The buffer the kernel filled is ours now, whatever became of the
+        // connection.
+        let buffer = match (result > 0, completion.buffer()) {
+            (true, Some(bid)) => ring
+                .buf_ring(GROUP)
+                .and_then(|bufs| bufs.take(bid, result as usize)),
+            _ => None,
+        };
+        let Some(conn) = self.conns[slot].as_mut() else {
+            return Ok(());
+        };
+        // A multishot receive stays armed while its completions say "more".
+        if !(conn.recv_multishot && completion.more()) {
+            conn.recv_in_flight = false;
+            conn.recv_multishot = false;
+            conn.pausing = false;
+        }
+        conn.last_active = now;
+        if result > 0 {
+            let Some(buffer) = buffer else {
+                conn.ending = Some("receive without a buffer".to_owned());
+                return self.advance(ring, shared, slot as u32);
+            };
+            self.taken += 1;
+            conn.bytes_in += result as u64;
+            conn.full = result as usize == BUFFER_SIZE;
+            if conn.buffer.is_none() && !conn.greeting {
+                conn.send_off = 0;
+                conn.send_len = result as u32;
+                conn.buffer = Some(buffer);
+            } else {
+                conn.queued.push_back(buffer);
+            }
+        } else if result == 0 {
+            conn.eof = true;
+        } else if -result == libc::ENOBUFS {
+            // The ring ran dry: keep more buffers in it from now on, and
+            // receive again once it is topped up (end of this round), or
+            // once a buffer comes back if the whole pool is in use.
+            conn.starved = true;
+            self.waiting_for_buffer.push(slot as u32);
+            if self.peak < u32::from(BUFFERS) << 8 {
+                self.peak = (self.peak * 2).max(u32::from(MIN_RING) << 8);
+                tracing::debug!(peak = self.peak >> 8, "receive buffer ring grown");
+            }
+        } else if -result == libc::ECANCELED && !forced && conn.ending.is_none() {
+            // Paused (queue full): `advance` arms it again once drained.
+        } else if -result == libc::EINVAL
+            && self.multishot
+            && conn.bytes_in == 0
+            && conn.ending.is_none()
+        {
+            // A kernel before 6.0: no multishot receive. Single-shot from now.
+            self.multishot = false;
+            tracing::debug!("multishot receive not supported: one receive per message");
+        } else {
+            conn.ending
+                .get_or_insert_with(|| ending_reason(result, forced));
+        }
+        self.advance(ring, shared, slot as u32)
+    }
+
+    fn on_send(
+        &mut self,
+        ring: &mut Ring,
+        shared: &Shared,
+        slot: usize,
+        result: i32,
+    ) -> io::Result<()> {
+        let (forced, now) = (self.forced, self.now);
+        let Some(conn) = self.conns[slot].as_mut() else {
+            return Ok(());
+        };
+        conn.send_in_flight = false;
+        conn.last_active = now;
+        if result < 0 {
+            conn.ending
+                .get_or_insert_with(|| ending_reason(result, forced));
+            return self.advance(ring, shared, slot as u32);
+        }
+        conn.send_off += result as u32;
+        conn.bytes_out += result as u64;
+        if conn.send_off >= conn.send_len {
+            conn.greeting = false;
+            // Sent whole: the buffer goes back to the pool.
+            conn.buffer = None;
+        }
+        self.advance(ring, shared, slot as u32)
+    }
+
+    /// Tops the ring up to its target, most recently given back buffers
+    /// first, then untouched ones; then lets connections that found it
+    /// empty receive again.
+    fn refill(&mut self, ring: &mut Ring) -> io::Result<()> {
+        self.peak = (self.peak - self.peak / 64).max(self.taken << 8);
+        self.taken = 0;
+        let target = (self.peak >> 7).clamp(u32::from(MIN_RING), u32::from(BUFFERS)) as u16;
+        let Some(bufs) = ring.buf_ring(GROUP) else {
+            return Ok(());
+        };
+        while bufs.in_ring() < target && bufs.provide() {}
+        // One waiting connection per buffer in the ring: more would find
+        // it empty again.
+        for _ in 0..bufs.in_ring() {
+            let Some(slot) = self.waiting_for_buffer.pop() else {
+                break;
+            };
+            if let Some(conn) = self.conns[slot as usize].as_mut() {
+                conn.starved = false;
+            }
+            self.resume(ring, slot)?;
+        }
+        Ok(())
+    }
+
+    fn resume(&mut self, ring: &mut Ring, slot: u32) -> io::Result<()> {
+        // `advance` needs `Shared` only to finish a connection; a starved
+        // one has a receive to arm, so a plain re-arm is enough here.
+        let Some(conn) = self.conns[slot as usize].as_mut() else {
+            return Ok(());
+        };
+        if conn.recv_in_flight || conn.eof || conn.ending.is_some() || !conn.queued.is_empty() {
+            return Ok(());
+        }
+        let entry = recv_entry(self.multishot, target(conn, slot), slot);
+        conn.recv_in_flight = true;
+        conn.recv_multishot = self.multishot;
+        // SAFETY: as in `advance`: the kernel picks the receive's buffer
+        // from the ring's pool; the descriptor outlives the operation.
+        unsafe { ring.push(&entry) }
+    }
+
+    /// The idle timeout: ends connections that made no progress for that
+    /// long, looked for a few times per timeout (at most once a second).
+    /// A linked timeout on every operation would do the same at the price
+    /// of an extra submission and completion per message; a connection's
+    /// last progress costs one store per completion instead.
+    fn sweep(&mut self, ring: &mut Ring, shared: &Shared) -> io::Result<()> {
+        let Some(idle) = self.idle else {
+            return Ok(());
+        };
+        if self.now < self.next_sweep {
+            return Ok(());
+        }
+        self.next_sweep =
+            self.now + (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let mut starved = Vec::new();
+        for (slot, conn) in self.conns.iter_mut().enumerate() {
+            let Some(conn) = conn else { continue };
+            if conn.ending.is_none() && self.now.duration_since(conn.last_active) >= idle {
+                conn.ending = Some("idle timeout".to_owned());
+                // Its operations in flight end with an end of stream or an
+                // error, and `advance` then closes it.
+                let _ = SockRef::from(&conn.fd).shutdown(std::net::Shutdown::Both);
+                if conn.starved {
+                    starved.push(slot as u32);
+                }
+            }
+        }
+        for slot in starved {
+            self.waiting_for_buffer.retain(|s| *s != slot);
+            if let Some(conn) = self.conns[slot as usize].as_mut() {
+                conn.starved = false;
+            }
+            self.advance(ring, shared, slot)?;
+        }
+        Ok(())
+    }
+}
+
+fn ending_reason(result: i32, forced: bool) -> String {
+    // Only a forced stop cancels operations (idle connections are shut
+    // down instead, and already carry their reason).
+    if -result == libc::ECANCELED || forced {
+        "closed by shutdown".to_owned()
+    } else {
+        crate::error::reason(&io::Error::from_raw_os_error(-result))
+    }
+}
+
+/// A receive into a buffer from the ring: multishot (armed until it ends)
+/// or one receive.
+fn recv_entry(multishot: bool, fd: Target, slot: u32) -> squeue::Entry {
+    let entry = match (multishot, fd) {
+        (true, Target::Fd(fd)) => opcode::RecvMulti::new(fd, GROUP).build(),
+        (true, Target::Fixed(fd)) => opcode::RecvMulti::new(fd, GROUP).build(),
+        (false, Target::Fd(fd)) => opcode::Recv::new(fd, std::ptr::null_mut(), BUFFER_SIZE as u32)
+            .buf_group(GROUP)
+            .build(),
+        (false, Target::Fixed(fd)) => {
+            opcode::Recv::new(fd, std::ptr::null_mut(), BUFFER_SIZE as u32)
+                .buf_group(GROUP)
+                .build()
+        }
+    };
+    let entry = if multishot {
+        entry
+    } else {
+        entry.flags(squeue::Flags::BUFFER_SELECT)
+    };
+    entry.user_data(slot_data(slot, OP_RECV))
+}
+
+/// What an operation names: the registered descriptor where there is one.
+#[derive(Clone, Copy)]
+enum Target {
+    Fd(types::Fd),
+    Fixed(types::Fixed),
+}
+
+fn target(conn: &Conn, slot: u32) -> Target {
+    if conn.fixed {
+        Target::Fixed(types::Fixed(slot))
+    } else {
+        Target::Fd(types::Fd(conn.fd.as_raw_fd()))
+    }
+}
+
+fn accept_data(listener: usize) -> u64 {
+    ((listener as u64) << 3) | OP_ACCEPT
+}
+
+fn slot_data(slot: u32, op: u64) -> u64 {
+    (u64::from(slot) << 3) | op
+}

@@ -1,0 +1,343 @@
+//! The latency-by-percentile chart written by `--plot FILE.svg`.
+//!
+//! HdrHistogram's classic plot: the x axis stretches the tail on a log
+//! scale of `1 / (1 - q)`, so 90 %, 99 %, 99.9 % ... are evenly spaced and
+//! the stalls that averages hide are where the eye goes. It is an SVG drawn
+//! by plotters without system fonts (text stays `<text>` elements that the
+//! viewer renders), so it works on a bare server.
+
+use std::path::{Path, PathBuf};
+
+use plotters::coord::combinators::BindKeyPoints;
+use plotters::prelude::*;
+
+use sockecho::measure::histogram::LatencyHistogram;
+use sockecho::measure::report::BenchReport;
+
+/// Chart size in pixels: wide enough for six percentile labels and a
+/// legend beside the curves.
+const SIZE: (u32, u32) = (1024, 640);
+
+/// Deepest percentile axis drawn: 99.99999 %. Beyond it no run has the
+/// samples to say anything.
+const MAX_NINES: u32 = 7;
+
+/// Points per decade of the x axis: smooth enough for a step-shaped
+/// histogram curve, small enough for a light file.
+const POINTS_PER_DECADE: u32 = 50;
+
+/// Units of the x axis per decade. The axis is integer so plotters can take
+/// exact key points (0 %, 90 %, 99 % ...); a thousandth of a decade is far
+/// below a pixel.
+const X_PER_DECADE: i32 = 1_000;
+
+/// Latency above which the y axis switches from µs to ms, so its labels
+/// stay short.
+const MS_THRESHOLD_US: u64 = 10_000;
+
+/// Why a plot could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum PlotError {
+    /// Every series was empty: there is no latency to draw.
+    #[error("nothing to plot: no latency was recorded")]
+    NoData,
+    /// plotters failed while drawing (its error is not `'static`, so it is
+    /// kept as text).
+    #[error("cannot draw latency chart: {0}")]
+    Draw(String),
+    /// The SVG could not be written.
+    #[error("cannot write plot {}", path.display())]
+    Write {
+        /// The file that could not be written.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Writes `report`'s latency-percentile chart to `path` (SVG), titled with
+/// the run's parameters.
+pub fn write_report(report: &BenchReport, path: &Path) -> Result<(), sockecho::Error> {
+    let mut title = format!(
+        "sockecho bench {}: {} conns x {} B, {:.1} s, {} msgs",
+        report.endpoint,
+        report.connections,
+        report.message_size,
+        report.duration_s,
+        report.messages
+    );
+    if let Some(k) = report.pipeline.filter(|k| *k > 1) {
+        title.push_str(&format!(", pipeline {k}"));
+    }
+    if let Some(rate) = report.rate {
+        title.push_str(&format!(", rate {rate:.0}/s"));
+    }
+    // The error's whole chain, on one line.
+    let invalid = |what: String, e: &dyn std::error::Error| {
+        let mut reason = e.to_string();
+        let mut source = e.source();
+        while let Some(cause) = source {
+            reason.push_str(": ");
+            reason.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        sockecho::Error::Invalid { what, reason }
+    };
+    let histogram = report
+        .histogram()
+        .map_err(|e| invalid("reading the histogram".to_owned(), &e))?;
+    write_percentile_plot(path, &title, &[("latency", &histogram)])
+        .map_err(|e| invalid(format!("cannot write {}", path.display()), &e))
+}
+
+/// Draws one latency-by-percentile curve per `(label, histogram)` and
+/// writes the SVG to `path`. `title` should carry the run's parameters
+/// (endpoint, connections, message size, duration).
+///
+/// Empty histograms are left out; if all are empty the result is
+/// [`PlotError::NoData`] and no file is written.
+pub fn write_percentile_plot(
+    path: &Path,
+    title: &str,
+    series: &[(&str, &LatencyHistogram)],
+) -> Result<(), PlotError> {
+    let svg = render_percentile_svg(title, series)?;
+    std::fs::write(path, svg).map_err(|source| PlotError::Write {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// The chart of [`write_percentile_plot`] as SVG text, for callers that
+/// write it elsewhere.
+pub fn render_percentile_svg(
+    title: &str,
+    series: &[(&str, &LatencyHistogram)],
+) -> Result<String, PlotError> {
+    let series: Vec<_> = series.iter().filter(|(_, h)| !h.is_empty()).collect();
+    let most_samples = series
+        .iter()
+        .map(|(_, h)| h.len())
+        .max()
+        .ok_or(PlotError::NoData)?;
+    let max_us = series.iter().map(|(_, h)| h.max()).max().unwrap_or(0);
+
+    // Enough decades to reach each curve's last sample, at least one.
+    let nines = (decades(most_samples).ceil() as u32).clamp(1, MAX_NINES);
+    let (divisor, unit) = if max_us >= MS_THRESHOLD_US {
+        (1_000.0, "ms")
+    } else {
+        (1.0, "µs")
+    };
+    let y_max = (max_us as f64 / divisor * 1.05).max(1.0);
+
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_error)?;
+        let x_max = nines as i32 * X_PER_DECADE;
+        let ticks = (0..=nines as i32).map(|n| n * X_PER_DECADE).collect();
+        let x_axis = (0..x_max).with_key_points(ticks);
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 22))
+            .margin(16)
+            // Room for the last tick label, centred on the right edge.
+            .margin_right(48)
+            .x_label_area_size(48)
+            .y_label_area_size(72)
+            .build_cartesian_2d(x_axis, 0.0..y_max)
+            .map_err(draw_error)?;
+        chart
+            .configure_mesh()
+            .x_desc("percentile")
+            .y_desc(format!("latency ({unit})"))
+            .label_style(("sans-serif", 14))
+            .axis_desc_style(("sans-serif", 16))
+            .x_label_formatter(&|x| percentile_label(*x))
+            .y_label_formatter(&|y| axis_number(*y))
+            .draw()
+            .map_err(draw_error)?;
+
+        for (index, (label, histogram)) in series.iter().enumerate() {
+            let color = Palette99::pick(index).to_rgba();
+            let points = curve(histogram, f64::from(nines), divisor)
+                .into_iter()
+                .map(|(x, y)| ((x * f64::from(X_PER_DECADE)).round() as i32, y));
+            chart
+                .draw_series(LineSeries::new(points, color.stroke_width(2)))
+                .map_err(draw_error)?
+                .label(*label)
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .label_font(("sans-serif", 14))
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(draw_error)?;
+        root.present().map_err(draw_error)?;
+    }
+    Ok(svg)
+}
+
+/// `log10(n)`: how many nines of percentile `n` samples can resolve.
+fn decades(samples: u64) -> f64 {
+    (samples.max(1) as f64).log10()
+}
+
+/// Points `(log10(1 / (1 - q)), latency)` of one histogram, from the median
+/// region up to its last sample, ending at its maximum.
+fn curve(histogram: &LatencyHistogram, x_limit: f64, divisor: f64) -> Vec<(f64, f64)> {
+    let x_end = decades(histogram.len()).min(x_limit);
+    let steps = (x_end * f64::from(POINTS_PER_DECADE)).ceil() as u32;
+    let mut points: Vec<(f64, f64)> = (0..steps)
+        .map(|i| {
+            let x = f64::from(i) / f64::from(POINTS_PER_DECADE);
+            let q = 1.0 - 10f64.powf(-x);
+            (x, histogram.value_at_quantile(q) as f64 / divisor)
+        })
+        .collect();
+    let max = histogram.max() as f64 / divisor;
+    points.push((x_end, max));
+    if x_end < x_limit && histogram.len() > 1 {
+        // Past its last sample a curve is flat at its maximum; draw that
+        // rather than stopping short of the others.
+        points.push((x_limit, max));
+    }
+    points
+}
+
+/// The tick label at `x` thousandths of a decade: 0 -> "0%", 1000 ->
+/// "90%", 3000 -> "99.9%"; blank between whole decades.
+fn percentile_label(x: i32) -> String {
+    if x < 0 || x % X_PER_DECADE != 0 {
+        return String::new();
+    }
+    match (x / X_PER_DECADE) as usize {
+        0 => "0%".to_owned(),
+        1 => "90%".to_owned(),
+        2 => "99%".to_owned(),
+        n => format!("99.{}%", "9".repeat(n - 2)),
+    }
+}
+
+/// A y-axis value without trailing zeros: `50`, `2.5`, `0.25`.
+fn axis_number(y: f64) -> String {
+    let text = format!("{y:.2}");
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+fn draw_error<E: std::error::Error + Send + Sync>(err: DrawingAreaErrorKind<E>) -> PlotError {
+    PlotError::Draw(err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_path(name: &str) -> PathBuf {
+        let unique = format!(
+            "sockecho-plot-{}-{name}-{:?}.svg",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default()
+        );
+        std::env::temp_dir().join(unique)
+    }
+
+    /// The contents of every `<text>` element, trimmed.
+    fn texts(svg: &str) -> Vec<&str> {
+        svg.split("<text")
+            .skip(1)
+            .filter_map(|el| el.split_once('>'))
+            .filter_map(|(_, rest)| rest.split_once("</text>"))
+            .map(|(text, _)| text.trim())
+            .collect()
+    }
+
+    fn latencies(scale: u64) -> LatencyHistogram {
+        let mut h = LatencyHistogram::new();
+        for i in 1..=20_000u64 {
+            h.record(scale * (10 + i % 97) + if i % 1000 == 0 { 40 * scale } else { 0 });
+        }
+        h
+    }
+
+    #[test]
+    fn labels() {
+        let labels: Vec<String> = (0..=5)
+            .map(|n| percentile_label(n * X_PER_DECADE))
+            .collect();
+        assert_eq!(labels, ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%"]);
+        assert_eq!(percentile_label(500), "");
+    }
+
+    #[test]
+    fn writes_an_svg_with_title_labels_and_legend() {
+        let path = temp_path("ok");
+        let a = latencies(1);
+        let b = latencies(200);
+        let title = "bench tcp://127.0.0.1:9999 <4 conns & 64 B>";
+        write_percentile_plot(&path, title, &[("run a", &a), ("run b", &b)]).expect("plots");
+        let svg = std::fs::read_to_string(&path).expect("reads back");
+        let _ = std::fs::remove_file(&path);
+        assert!(svg.trim_start().starts_with("<svg"), "{}", &svg[..80]);
+        assert!(svg.trim_end().ends_with("</svg>"));
+        let texts = texts(&svg);
+        assert!(
+            texts.contains(&"bench tcp://127.0.0.1:9999 &lt;4 conns &amp; 64 B&gt;"),
+            "title missing or unescaped: {texts:?}"
+        );
+        for text in [
+            "run a",
+            "run b",
+            "0%",
+            "90%",
+            "99%",
+            "99.9%",
+            "99.99%",
+            "latency (ms)",
+        ] {
+            assert!(texts.contains(&text), "no <text> for {text}: {texts:?}");
+        }
+        assert!(svg.matches("<polyline").count() >= 2, "one line per series");
+    }
+
+    #[test]
+    fn small_latencies_use_microseconds_and_single_samples_work() {
+        let mut one = LatencyHistogram::new();
+        one.record(42);
+        let svg = render_percentile_svg("t", &[("one", &one)]).expect("plots");
+        let texts = texts(&svg);
+        assert!(texts.contains(&"latency (µs)"), "{texts:?}");
+        assert!(
+            texts.contains(&"90%") && !texts.contains(&"99%"),
+            "{texts:?}"
+        );
+    }
+
+    #[test]
+    fn empty_input_is_a_clear_error_and_writes_nothing() {
+        let path = temp_path("empty");
+        let empty = LatencyHistogram::new();
+        for series in [&[][..], &[("empty", &empty)][..]] {
+            let err = write_percentile_plot(&path, "t", series).expect_err("no data");
+            assert!(matches!(err, PlotError::NoData), "{err}");
+        }
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn unwritable_path_names_the_file() {
+        let path = temp_path("missing-dir").join("plot.svg");
+        let err = write_percentile_plot(&path, "t", &[("a", &latencies(1))]).expect_err("fails");
+        assert!(err.to_string().contains("plot.svg"), "{err}");
+    }
+}
