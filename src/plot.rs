@@ -73,22 +73,11 @@ pub fn write_report(report: &BenchReport, path: &Path) -> Result<(), sockecho::E
     if let Some(rate) = report.rate {
         title.push_str(&format!(", rate {rate:.0}/s"));
     }
-    // The error's whole chain, on one line.
-    let invalid = |what: String, e: &dyn std::error::Error| {
-        let mut reason = e.to_string();
-        let mut source = e.source();
-        while let Some(cause) = source {
-            reason.push_str(": ");
-            reason.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        sockecho::Error::Invalid { what, reason }
-    };
     let histogram = report
         .histogram()
-        .map_err(|e| invalid("reading the histogram".to_owned(), &e))?;
+        .map_err(|e| sockecho::Error::invalid("reading the histogram", &e))?;
     write_percentile_plot(path, &title, &[("latency", &histogram)])
-        .map_err(|e| invalid(format!("cannot write {}", path.display()), &e))
+        .map_err(|e| sockecho::Error::invalid(format!("cannot write {}", path.display()), &e))
 }
 
 /// Draws one latency-by-percentile curve per `(label, histogram)` and

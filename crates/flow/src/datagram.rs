@@ -149,11 +149,13 @@ impl DatagramFlow {
     }
 
     /// Datagrams sent and neither answered nor expired.
+    #[inline]
     pub fn in_flight(&self) -> usize {
         self.in_flight
     }
 
     /// The sequence number the next [`send`](DatagramFlow::send) takes.
+    #[inline]
     pub fn next_seq(&self) -> u64 {
         self.next_seq
     }
@@ -163,15 +165,18 @@ impl DatagramFlow {
         self.slots.len()
     }
 
+    #[inline]
     fn mask(&self) -> u64 {
         self.slots.len() as u64 - 1
     }
 
+    #[inline]
     fn slot(&mut self, seq: u64) -> &mut Slot {
         let i = (seq & self.mask()) as usize;
         &mut self.slots[i]
     }
 
+    #[inline]
     fn ns(&mut self, at: Instant) -> u64 {
         let epoch = *self.epoch.get_or_insert(at);
         u64::try_from(at.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
@@ -179,6 +184,7 @@ impl DatagramFlow {
 
     /// The time `ns` after the epoch; only asked of slots that were sent,
     /// so the epoch is set.
+    #[inline]
     fn at(&self, ns: u64) -> Instant {
         self.epoch
             .map_or_else(Instant::now, |epoch| epoch + Duration::from_nanos(ns))
@@ -188,6 +194,7 @@ impl DatagramFlow {
     /// `at`. Its slot must be free of a pending datagram: the ring grows to
     /// make room, and at its maximum the datagram in the way expires early
     /// (returned, for the caller to count as it counts any expiry).
+    #[inline]
     pub fn send(&mut self, at: Instant) -> (u64, Option<Expired>) {
         let seq = self.next_seq;
         while self.slot(seq).state == State::Pending && self.slots.len() < self.max_slots {
@@ -226,6 +233,7 @@ impl DatagramFlow {
     /// Classifies a reply carrying sequence number `seq`. `verify` gets
     /// the datagram's send time (ping's probes carry it) and says whether
     /// the reply's bytes are exactly what was sent.
+    #[inline]
     pub fn reply(&mut self, seq: u64, verify: impl FnOnce(Instant) -> bool) -> Reply {
         if seq >= self.next_seq {
             return Reply::NeverSent { seq };
@@ -262,6 +270,7 @@ impl DatagramFlow {
     }
 
     /// Skips past datagrams no longer pending.
+    #[inline]
     fn settle(&mut self) {
         while self.oldest < self.next_seq {
             let oldest = self.oldest;
@@ -274,6 +283,7 @@ impl DatagramFlow {
     }
 
     /// When the oldest pending datagram expires, if one is pending.
+    #[inline]
     pub fn next_expiry(&mut self) -> Option<Instant> {
         self.settle();
         if self.oldest == self.next_seq {

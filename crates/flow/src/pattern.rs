@@ -59,6 +59,7 @@ impl Pattern {
 
     /// Up to `len` bytes (at most `PERIOD`) of the pattern starting at
     /// absolute position `pos`.
+    #[inline]
     pub fn at(&self, pos: u64, len: usize) -> &[u8] {
         let start = (pos % PERIOD as u64) as usize;
         &self.table[start..start + len.min(PERIOD)]
@@ -66,6 +67,7 @@ impl Pattern {
 
     /// Checks `got` against the pattern at `pos`; `offset` is `got[0]`'s
     /// offset as reported to the user.
+    #[inline]
     pub fn check(&self, pos: u64, got: &[u8], offset: u64) -> Result<(), Difference> {
         let mut done = 0;
         while done < got.len() {

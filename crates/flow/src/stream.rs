@@ -86,6 +86,7 @@ impl StreamFlow {
 
     /// The next bytes to write (at most one pattern period), or `None`
     /// when everything due is written.
+    #[inline]
     pub fn to_send<'p>(&self, pattern: &'p Pattern) -> Option<&'p [u8]> {
         (self.sent < self.queued).then(|| {
             let len = (self.queued - self.sent).min(PERIOD as u64) as usize;
@@ -95,6 +96,7 @@ impl StreamFlow {
 
     /// `n` bytes of what [`to_send`](StreamFlow::to_send) offered were
     /// written.
+    #[inline]
     pub fn sent(&mut self, n: usize) {
         self.sent += n as u64;
     }
@@ -102,6 +104,7 @@ impl StreamFlow {
     /// Bytes came back at `now`: checks every one against the pattern, and
     /// calls `complete` with the send (or due) time of each message they
     /// finish, oldest first. A wrong byte ends the flow: where it is.
+    #[inline]
     pub fn received(
         &mut self,
         got: &[u8],

@@ -19,6 +19,7 @@ fn datagram_base(base: u64, seq: u64) -> u64 {
 
 /// Writes bench datagram `seq` of the flow based at `base` into `out`
 /// (its whole length: at least [`HEADER`] bytes).
+#[inline]
 pub fn fill_datagram(pattern: &Pattern, base: u64, seq: u64, out: &mut [u8]) {
     out[..HEADER].copy_from_slice(&seq.to_le_bytes());
     let body = out.len() - HEADER;
@@ -91,6 +92,7 @@ impl Tally {
     /// and returns the send time of the datagram it completes, if it
     /// completes one.
     #[allow(clippy::too_many_arguments)]
+    #[inline]
     pub fn datagram_reply(
         &mut self,
         flow: &mut DatagramFlow,

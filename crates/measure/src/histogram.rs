@@ -223,8 +223,11 @@ impl LatencyHistogram {
 /// A [`Duration`] in whole microseconds, rounded to nearest and saturating
 /// at `u64::MAX` (which the histogram then saturates to [`HIGHEST_US`]).
 pub fn duration_to_us(d: Duration) -> u64 {
-    let nanos = d.as_nanos().saturating_add(500);
-    u64::try_from(nanos / 1_000).unwrap_or(u64::MAX)
+    // In 64-bit arithmetic (this runs once per message): whole seconds,
+    // then the rounded microseconds of the rest.
+    d.as_secs()
+        .saturating_mul(1_000_000)
+        .saturating_add((u64::from(d.subsec_nanos()) + 500) / 1_000)
 }
 
 #[cfg(test)]

@@ -14,10 +14,10 @@ use crate::error::Error;
 use crate::trace::Tracer;
 use crate::transport::{Datagram, Stream};
 
-/// How long a stream connect may take when no `--timeout` is given.
+/// How long a stream connect may take when no timeout is given.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long to wait for a datagram's reply when no `--timeout` is given.
+/// How long to wait for a datagram's reply when no timeout is given.
 pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What `connect` sends and how long it waits.
@@ -123,7 +123,7 @@ where
         }
         Ok(())
     };
-    // --trace: the connection sampled every interval while it lives.
+    // Tracing: the connection sampled every interval while it lives.
     let sampler = trace.sample_every(&peer, tcp);
     tokio::pin!(send, receive, sampler);
     let mut sending = true;

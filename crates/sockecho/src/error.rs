@@ -242,17 +242,10 @@ impl Error {
 
     /// `what` is not what it should be; `err`'s whole chain says why, on
     /// one line.
-    pub(crate) fn invalid(what: impl Into<String>, err: &dyn std::error::Error) -> Error {
-        let mut reason = err.to_string();
-        let mut source = err.source();
-        while let Some(cause) = source {
-            reason.push_str(": ");
-            reason.push_str(&cause.to_string());
-            source = cause.source();
-        }
+    pub fn invalid(what: impl Into<String>, err: &dyn std::error::Error) -> Error {
         Error::Invalid {
             what: what.into(),
-            reason,
+            reason: chain(err),
         }
     }
 
@@ -272,6 +265,18 @@ impl From<ParseEndpointError> for Error {
             source,
         }
     }
+}
+
+/// An error and every cause behind it, on one line, `: ` between them.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// An I/O error in words: the kinds users meet every day get a fixed phrase,

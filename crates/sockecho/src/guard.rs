@@ -1,8 +1,8 @@
 //! Who is served, and which datagrams get a reply. No I/O here: pure
 //! decisions, unit- and property-tested.
 //!
-//! Access control (`--allow`/`--deny`) and the per-source connection limit
-//! (`--max-conns-per-ip`) are decided once per stream connection, right
+//! Access control (the allow and deny lists) and the per-source connection
+//! limit are decided once per stream connection, right
 //! after accept and before any byte is read, and once per datagram: never
 //! per message of an open connection.
 //!
@@ -13,7 +13,7 @@
 //! the server's own address, and replies to each source address are rate
 //! limited ([`rate`]).
 
-pub mod rate;
+pub(crate) mod rate;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -26,7 +26,7 @@ use crate::error::Setting;
 use crate::transport::DatagramPeer;
 use rate::{LogThrottle, SourceRates};
 
-/// An address block, as `--allow` and `--deny` take it: `10.0.0.0/8`,
+/// An address block, as the allow and deny lists take it: `10.0.0.0/8`,
 /// `2001:db8::/32`, or a bare address (one host: /32 or /128).
 ///
 /// Host bits below the prefix are ignored (`10.1.2.3/8` is `10.0.0.0/8`),
@@ -108,7 +108,7 @@ fn mask(bits: u8, width: u8) -> u128 {
 
 /// `ip`, with an IPv4-mapped IPv6 address turned into the IPv4 one, so
 /// rules, counts and buckets see one client as one address.
-pub fn canonical(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
@@ -156,7 +156,7 @@ impl fmt::Display for Cidr {
     }
 }
 
-/// `--allow` and `--deny`: deny wins over allow; with any allow rule,
+/// The allow and deny lists: deny wins over allow; with any allow rule,
 /// everything not allowed is denied; with no rule at all, everyone is
 /// served. Unix-domain peers have no address and are not filtered.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -186,10 +186,10 @@ impl AccessList {
 
 /// Why a stream peer was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// `--allow`/`--deny` say no.
+pub(crate) enum Refusal {
+    /// The access list says no.
     Denied,
-    /// `--max-conns-per-ip` connections from that address are open already.
+    /// As many connections from that address as allowed are open already.
     TooManyFromSource,
 }
 
@@ -220,9 +220,9 @@ type SourceCounts = Arc<Mutex<HashMap<IpAddr, usize>>>;
 /// Decides, once per stream connection and before any byte is read,
 /// whether it is served: the access list, then the per-source limit.
 #[derive(Debug, Default)]
-pub struct Admission {
+pub(crate) struct Admission {
     access: AccessList,
-    /// `--max-conns-per-ip`, and the counts it limits; `None`: unlimited
+    /// The per-source limit, and the counts it limits; `None`: unlimited
     /// (no lock taken at all).
     per_source: Option<(usize, SourceCounts)>,
     /// Refusals are logged at most once a second, with their count.
@@ -268,6 +268,7 @@ impl Admission {
     }
 
     /// Addresses with a connection open, when connections are counted.
+    #[cfg(test)]
     pub fn sources(&self) -> usize {
         self.per_source.as_ref().map_or(0, |(_, counts)| {
             counts.lock().unwrap_or_else(PoisonError::into_inner).len()
@@ -279,7 +280,7 @@ impl Admission {
 /// connection ends, it frees the place (and forgets an address with no
 /// connection left, so the table holds only open connections' sources).
 #[derive(Debug)]
-pub struct SourceSlot(Option<(SourceCounts, IpAddr)>);
+pub(crate) struct SourceSlot(Option<(SourceCounts, IpAddr)>);
 
 impl SourceSlot {
     /// A slot for a peer that is not counted (Unix-domain, or no limit).
@@ -305,14 +306,14 @@ impl Drop for SourceSlot {
 /// Decides whether a datagram's sender gets a reply. One per datagram
 /// socket, owned by its receive loop (no lock).
 #[derive(Debug)]
-pub struct DatagramGuard {
+pub(crate) struct DatagramGuard {
     /// The server's own address, when it is an IP socket.
     local: Option<SocketAddr>,
-    /// `--allow-low-ports`: answer sources below port 1024 too.
+    /// Answer sources below port 1024 too.
     allow_low_ports: bool,
-    /// `--allow`/`--deny`: a refused source gets no reply.
+    /// The access list: a refused source gets no reply.
     access: AccessList,
-    /// `--udp-rate`: replies per second per source address; `None` when
+    /// Replies per second per source address; `None` when
     /// unlimited, or when the socket is bound to a loopback address (it
     /// hears only this host: the kernel drops datagrams that arrive from
     /// outside with a loopback source, so no remote victim can be aimed at).
@@ -380,7 +381,7 @@ impl DatagramGuard {
 
 /// Why a datagram gets no reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NoReply {
+pub(crate) enum NoReply {
     /// The access list says no.
     Denied,
     /// Source port 0: nothing can be sent there.

@@ -1,4 +1,4 @@
-//! `--trace`: the socket's life as the first lesson teaches it, live.
+//! Tracing: the socket's life as the first lesson teaches it, live.
 //!
 //! Each socket call (socket, bind, listen, accept, connect, shutdown,
 //! close) becomes one line on standard error, followed on the same line by
@@ -32,13 +32,13 @@
 //! | `queue` | `local` (a listener's accept queue, at each accept and each interval) |
 //! | `accept` | `peer` |
 //! | `connect` | `target`, `local`, `duration_us`; `error` when it failed |
-//! | `sample` | `peer` (a live connection, every `--trace-interval`) |
+//! | `sample` | `peer` (a live connection, every interval) |
 //! | `eof` | `peer` (the peer half-closed: read returned 0) |
 //! | `shutdown` | `peer`, `side` (`write`: our half-close) |
 //! | `close` | `peer` (traced just before the descriptor is closed) |
 //!
 //! A disabled [`Tracer`] is one `None` check per call and formats nothing,
-//! so the echo path pays nothing when `--trace` is off; an enabled one
+//! so the echo path pays nothing when tracing is off; an enabled one
 //! writes at socket calls and timer ticks, never per message.
 
 use std::convert::Infallible;
@@ -54,7 +54,7 @@ use tcp_info::{LISTEN, TcpInfo, state_name};
 mod tcp_info;
 
 /// How often a live connection and a listener's queue are sampled when no
-/// `--trace-interval` is given.
+/// interval is given.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Where trace events go, or nowhere. Cheap to clone: every connection task

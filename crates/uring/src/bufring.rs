@@ -275,7 +275,6 @@ mod tests {
     use crate::{Ring, opcode, probe, squeue, types};
     use std::io::Write;
     use std::os::fd::AsRawFd;
-    use std::time::Duration;
 
     #[test]
     fn a_receive_takes_a_buffer_that_comes_back_when_dropped() {
@@ -298,14 +297,7 @@ mod tests {
         // SAFETY: the receive writes into the ring's own buffers, which the
         // ring keeps; `a` outlives the wait below.
         unsafe { ring.push(&recv).unwrap() };
-        let mut done = Vec::new();
-        for _ in 0..100 {
-            ring.wait(1, Duration::from_millis(50)).unwrap();
-            ring.reap(&mut done);
-            if !done.is_empty() {
-                break;
-            }
-        }
+        let done = crate::ring::wait_for(&mut ring, 1);
         let bid = done[0].buffer().expect("a buffer was picked");
         let bufs = ring.buf_ring(3).unwrap();
         let buffer = bufs.take(bid, done[0].result as usize).unwrap();

@@ -349,6 +349,22 @@ impl Drop for Ring {
     }
 }
 
+/// Waits (at most five seconds) until `want` completions have come, and
+/// returns them.
+#[cfg(test)]
+pub(crate) fn wait_for(ring: &mut Ring, want: usize) -> Vec<Completion> {
+    let mut done = Vec::new();
+    for _ in 0..100 {
+        ring.wait(want - done.len(), Duration::from_millis(50))
+            .unwrap();
+        ring.reap(&mut done);
+        if done.len() >= want {
+            break;
+        }
+    }
+    done
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,14 +378,7 @@ mod tests {
         let mut ring = Ring::new(8, 16).unwrap();
         ring.timeout(Duration::from_millis(1), 7).unwrap();
         assert_eq!(ring.in_flight(), 1);
-        let mut done = Vec::new();
-        for _ in 0..100 {
-            ring.wait(1, Duration::from_millis(50)).unwrap();
-            ring.reap(&mut done);
-            if !done.is_empty() {
-                break;
-            }
-        }
+        let done = wait_for(&mut ring, 1);
         assert_eq!(done.len(), 1);
         assert_eq!(done[0].user_data, 7);
         assert_eq!(done[0].errno(), Some(libc::ETIME));
@@ -392,14 +401,7 @@ mod tests {
         unsafe { ring.push(&recv).unwrap() };
         ring.submit().unwrap();
         ring.cancel(1, 2).unwrap();
-        let mut done = Vec::new();
-        for _ in 0..100 {
-            ring.wait(2, Duration::from_millis(50)).unwrap();
-            ring.reap(&mut done);
-            if done.len() == 2 {
-                break;
-            }
-        }
+        let done = wait_for(&mut ring, 2);
         let recv = done.iter().find(|c| c.user_data == 1).unwrap();
         assert_eq!(recv.errno(), Some(libc::ECANCELED));
         assert_eq!(ring.in_flight(), 0);

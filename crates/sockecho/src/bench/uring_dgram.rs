@@ -153,8 +153,9 @@ impl Driver<'_> {
     /// end cancel what is in flight and return once nothing is.
     fn run(&mut self, flows: &mut [Flow]) -> io::Result<()> {
         let shared = self.shared;
+        let now = Instant::now();
         for index in 0..flows.len() {
-            self.fill(flows, index)?;
+            self.fill(flows, index, now)?;
         }
         let mut done: Vec<Completion> = Vec::with_capacity(2 * flows.len() + 8);
         let mut measuring = true;
@@ -204,9 +205,9 @@ impl Driver<'_> {
     }
 
     /// Sends a new datagram from every free send buffer while fewer than
-    /// the pipeline are in flight (closed loop), and arms the flow's
-    /// receive.
-    fn fill(&mut self, flows: &mut [Flow], index: usize) -> io::Result<()> {
+    /// the pipeline are in flight (closed loop), timed from `now`, and arms
+    /// the flow's receive.
+    fn fill(&mut self, flows: &mut [Flow], index: usize, now: Instant) -> io::Result<()> {
         let flow = &mut flows[index];
         if flow.finished {
             return Ok(());
@@ -220,7 +221,6 @@ impl Driver<'_> {
                 slot += 1;
                 continue;
             }
-            let now = Instant::now();
             let seq = flow.flow.next_seq();
             let out = &mut flow.out[slot * size..][..size];
             fill_datagram(pattern, flow.base, seq, out);
@@ -275,8 +275,12 @@ impl Driver<'_> {
         }
         if result >= 0 {
             // A datagram due may have been waiting for this buffer (its
-            // predecessor lost before its Send completed).
-            return self.fill(flows, index);
+            // predecessor lost before its Send completed): the clock is
+            // read only then.
+            if flow.flow.in_flight() < flow.sending.len() {
+                return self.fill(flows, index, Instant::now());
+            }
+            return Ok(());
         }
         let e = io::Error::from_raw_os_error(-result);
         if e.kind() == io::ErrorKind::ConnectionRefused {
@@ -287,7 +291,7 @@ impl Driver<'_> {
             if let Some(seq) = seq {
                 flow.flow.unsent(seq);
             }
-            return self.fill(flows, index);
+            return self.fill(flows, index, Instant::now());
         }
         self.fail(flows, index, e)
     }
@@ -303,7 +307,7 @@ impl Driver<'_> {
             let e = io::Error::from_raw_os_error(-result);
             if e.kind() == io::ErrorKind::ConnectionRefused {
                 record::error(shared, &mut flow.tally, flow.id, &e);
-                return self.fill(flows, index);
+                return self.fill(flows, index, Instant::now());
             }
             return self.fail(flows, index, e);
         }
@@ -318,10 +322,11 @@ impl Driver<'_> {
             got,
             len,
         );
+        let now = Instant::now();
         if let Some(sent) = completed {
-            record::complete(shared, sent, Instant::now());
+            record::complete(shared, sent, now);
         }
-        self.fill(flows, index)
+        self.fill(flows, index, now)
     }
 
     /// Expires every datagram unanswered for the timeout (counted lost
@@ -339,7 +344,7 @@ impl Driver<'_> {
             let tally = &mut flow.tally;
             flow.flow.expire(now, |e| tally.expired(e, measure_start));
             if flow.flow.in_flight() < before {
-                self.fill(flows, index)?;
+                self.fill(flows, index, now)?;
             }
             if let Some(next) = flows[index].flow.next_expiry() {
                 earliest = earliest.min(next);

@@ -1,4 +1,4 @@
-//! Per-source token buckets for `--udp-rate`, in a table whose size is
+//! Per-source token buckets for the UDP reply rate, in a table whose size is
 //! capped whatever sources spoofed datagrams claim, and a throttle that
 //! keeps drop and refusal logs to one line a second.
 
@@ -15,11 +15,6 @@ use super::canonical;
 /// through 65,536 fake sources buys its victim at most one more burst per
 /// cycle.
 pub const MAX_SOURCES: usize = 65_536;
-
-/// Replies per second per source address when `--udp-rate` is not given:
-/// far above what `ping` or a protocol test sends, far below what makes an
-/// echo server a useful reflector.
-pub const DEFAULT_UDP_RATE: u32 = 1000;
 
 /// One token bucket per source address: `rate` tokens a second, holding
 /// at most `rate` (a burst of one second's worth). A reply takes a token.
@@ -86,13 +81,9 @@ impl SourceRates {
     }
 
     /// Sources tracked now (at most the capacity).
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.buckets.len()
-    }
-
-    /// Whether no source is tracked.
-    pub fn is_empty(&self) -> bool {
-        self.buckets.is_empty()
     }
 }
 

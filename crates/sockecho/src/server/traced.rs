@@ -1,4 +1,4 @@
-//! `--trace` around a served connection: its end of stream and its
+//! Tracing around a served connection: its end of stream and its
 //! half-close become trace lines, so the services stay free of tracing
 //! code.
 
@@ -14,7 +14,7 @@ use crate::trace::Tracer;
 use crate::transport::ReadReady;
 
 /// A stream whose end-of-stream and half-close are traced: wraps the
-/// server's connection while `--trace` is on, so the echo loop itself
+/// server's connection while tracing is on, so the echo loop itself
 /// stays free of tracing code.
 pub struct TracedStream<'a, S> {
     inner: &'a mut S,

@@ -30,10 +30,9 @@ impl Service for Echo {
     /// memory per connection stays one buffer, and only while data is
     /// there. Idle bounds each read and each write: a peer that makes no
     /// progress for that long is dropped.
-    fn serve<'a>(&'a self, c: Connection<'a>) -> Serving<'a> {
+    fn serve<'a>(&'a self, mut c: Connection<'a>) -> Serving<'a> {
         Box::pin(async move {
-            let mut idle = Idle::new(c.idle);
-            greet(c.stream, c.greeting, &mut idle, c.counts).await?;
+            let mut idle = greet(&mut c).await?;
             loop {
                 let (buf, n) = read_chunk(c.stream, &mut idle, c.counts).await?;
                 if n == 0 {
@@ -61,10 +60,9 @@ impl Service for Echo {
 impl Service for Discard {
     /// Reads and counts everything until the peer's end of stream, sends
     /// nothing (but the greeting), then closes.
-    fn serve<'a>(&'a self, c: Connection<'a>) -> Serving<'a> {
+    fn serve<'a>(&'a self, mut c: Connection<'a>) -> Serving<'a> {
         Box::pin(async move {
-            let mut idle = Idle::new(c.idle);
-            greet(c.stream, c.greeting, &mut idle, c.counts).await?;
+            let mut idle = greet(&mut c).await?;
             while read_chunk(c.stream, &mut idle, c.counts).await?.1 > 0 {}
             idle.within(c.stream.shutdown()).await
         })
@@ -79,10 +77,9 @@ impl Service for Chargen {
     /// Sends the rotating lines for as long as the peer reads them (a peer
     /// that stops reading stalls only itself), reading and discarding what
     /// it sends, until it closes.
-    fn serve<'a>(&'a self, c: Connection<'a>) -> Serving<'a> {
+    fn serve<'a>(&'a self, mut c: Connection<'a>) -> Serving<'a> {
         Box::pin(async move {
-            let mut idle = Idle::new(c.idle);
-            greet(c.stream, c.greeting, &mut idle, c.counts).await?;
+            let mut idle = greet(&mut c).await?;
             let cycle = chargen_cycle();
             let (mut reader, mut writer) = tokio::io::split(c.stream);
             let mut offset = 0usize;
@@ -129,18 +126,15 @@ impl Service for Chargen {
     }
 }
 
-/// Sends the greeting, if there is one.
-async fn greet(
-    stream: &mut dyn ServiceStream,
-    greeting: &[u8],
-    idle: &mut Idle,
-    counts: &mut Counts,
-) -> io::Result<()> {
-    if !greeting.is_empty() {
-        idle.within(stream.write_all(greeting)).await?;
-        counts.bytes_out += greeting.len() as u64;
+/// Starts a connection: its idle timeout from now, and the greeting sent,
+/// if there is one.
+async fn greet(c: &mut Connection<'_>) -> io::Result<Idle> {
+    let mut idle = Idle::new(c.idle);
+    if !c.greeting.is_empty() {
+        idle.within(c.stream.write_all(c.greeting)).await?;
+        c.counts.bytes_out += c.greeting.len() as u64;
     }
-    Ok(())
+    Ok(idle)
 }
 
 /// Waits for data, then reads it into a pool buffer: an idle connection

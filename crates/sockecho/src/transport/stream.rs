@@ -114,7 +114,7 @@ impl Stream {
     }
 
     /// [`connect`](Stream::connect), tracing the socket and connect calls
-    /// of each attempt (`--trace`).
+    /// of each attempt.
     pub async fn connect_traced(
         endpoint: &Endpoint,
         timeout: Duration,
@@ -427,7 +427,7 @@ impl Listener {
         }
     }
 
-    /// The listening descriptor of a TCP listener, for `--trace` to read
+    /// The listening descriptor of a TCP listener, for tracing to read
     /// its accept queue (TCP_INFO); `None` for Unix sockets.
     pub fn tcp_fd(&self) -> Option<RawFd> {
         match &self.inner {

@@ -4,7 +4,7 @@
 //!   self-signed certificate at start whose SHA-256 fingerprint `serve`
 //!   prints, so a client can pin it.
 //! - Clients verify the server against the system's roots, or against a CA
-//!   file (`--tls-ca`), or not at all (`--insecure`, for test rigs).
+//!   file, or not at all (for test rigs).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,18 +36,18 @@ impl std::fmt::Debug for ServerTls {
 /// Where a TLS server's certificate comes from.
 #[derive(Debug, Clone, Default)]
 pub struct ServerTlsOptions {
-    /// PEM certificate chain (`--tls-cert`).
+    /// PEM certificate chain.
     pub cert: Option<PathBuf>,
-    /// PEM private key (`--tls-key`).
+    /// PEM private key for `cert`.
     pub key: Option<PathBuf>,
 }
 
 /// How a TLS client checks the server.
 #[derive(Debug, Clone, Default)]
 pub struct ClientTlsOptions {
-    /// Trust only the CAs in this PEM file (`--tls-ca`).
+    /// Trust only the CAs in this PEM file.
     pub ca: Option<PathBuf>,
-    /// Do not verify the server at all (`--insecure`).
+    /// Do not verify the server at all (test rigs only).
     pub insecure: bool,
 }
 
@@ -199,7 +199,7 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
     PrivateKeyDer::from_pem_file(path).map_err(|e| Error::invalid(path.display().to_string(), &e))
 }
 
-/// `--insecure`: accepts any certificate, still checking that the
+/// `insecure`: accepts any certificate, still checking that the
 /// handshake's signatures are well formed.
 #[derive(Debug)]
 struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
