@@ -148,3 +148,73 @@ fn a_setting_that_cannot_work_is_named() {
         assert_eq!(err.to_string(), "max_conns: must be at least 1");
     });
 }
+
+#[test]
+fn bench_counts_errors_as_they_happen_on_every_driver() {
+    // Nothing listens: every datagram draws "port unreachable", counted as
+    // an error the moment it comes, on the io_uring driver as on tokio's.
+    let port = crate::common::closed_udp_port();
+    for driver in [
+        sockecho::bench::Driver::Auto,
+        sockecho::bench::Driver::Epoll,
+    ] {
+        within_wait(async move {
+            let mut config = sockecho::bench::BenchConfig::new(
+                format!("udp://127.0.0.1:{port}").parse().unwrap(),
+            );
+            config.connections = 2;
+            config.duration = Duration::from_millis(300);
+            config.timeout = Duration::from_millis(50);
+            config.driver = driver;
+            let progress = sockecho::bench::Progress::new();
+            let outcome = sockecho::bench::run(&config, &CancellationToken::new(), &progress)
+                .await
+                .expect("bench runs");
+            assert!(
+                outcome.report.errors > 0,
+                "{driver:?}: {:?}",
+                outcome.report
+            );
+            assert_eq!(progress.errors(), outcome.report.errors, "{driver:?}");
+            assert!(progress.measuring(), "{driver:?}: the warmup ended");
+        });
+    }
+}
+
+#[test]
+fn each_listener_names_its_engine_and_why() {
+    use sockecho::server::{Engine, Reason};
+    within_wait(async {
+        let endpoints = vec![
+            "tcp://127.0.0.1:0".parse().unwrap(),
+            "tls://127.0.0.1:0".parse().unwrap(),
+        ];
+        let running = Server::bind(ServeConfig::new(endpoints))
+            .await
+            .unwrap()
+            .start(Handles::default())
+            .unwrap();
+        let engines = running.engines();
+        assert_eq!(engines.len(), 2);
+        assert!(
+            matches!(
+                (engines[0].engine, engines[0].reason),
+                (Engine::IoUring, Reason::Available) | (Engine::Epoll, Reason::Unavailable)
+            ),
+            "{:?}",
+            engines[0]
+        );
+        assert_eq!(
+            (engines[1].engine, engines[1].reason),
+            (Engine::Epoll, Reason::NotPlainTcp)
+        );
+        let mut config = ServeConfig::new(vec!["tcp://127.0.0.1:0".parse().unwrap()]);
+        config.service.mode = sockecho::service::Mode::Discard;
+        let running = Server::bind(config)
+            .await
+            .unwrap()
+            .start(Handles::default())
+            .unwrap();
+        assert_eq!(running.engines()[0].reason, Reason::Service);
+    });
+}
