@@ -15,18 +15,14 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::common::netns::{Netns, skip};
 use crate::common::*;
 use serde_json::Value;
-
-fn required() -> bool {
-    std::env::var("SOCKECHO_REQUIRE_INTEROP").is_ok_and(|v| v == "1")
-}
 
 /// The probability iptables drops each packet with, in each direction.
 const LOSS: f64 = 0.05;
@@ -34,53 +30,13 @@ const LOSS: f64 = 0.05;
 // ---------------------------------------------------------------------------
 // Loss in a network namespace
 
-/// A network namespace of the test's own, with its loopback up; deleted on
-/// drop (its processes are [`Proc`]s, killed before it goes: declare the
-/// namespace first so that it drops last).
-struct Netns {
-    name: String,
+/// What the fault tests do to a namespace.
+trait Faults {
+    fn drop_randomly(&self, p: f64) -> bool;
+    fn dropped(&self) -> u64;
 }
 
-impl Netns {
-    /// Makes the namespace, or says why it cannot: `None` with a note, or
-    /// a failure when interop tests are required.
-    fn create() -> Option<Netns> {
-        let name = unique("netns");
-        match Command::new("ip").args(["netns", "add", &name]).output() {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => return skip(&format!("`ip netns add` failed: {}", text(&out.stderr))),
-            Err(e) => return skip(&format!("cannot run `ip` (iproute2): {e}")),
-        }
-        let ns = Netns { name };
-        ns.exec_ok(&["ip", "link", "set", "lo", "up"]);
-        Some(ns)
-    }
-
-    /// `ip netns exec NAME ARGV...`, as arguments to `ip`.
-    fn wrap<'a>(&'a self, argv: &[&'a str]) -> Vec<&'a str> {
-        let mut args = vec!["netns", "exec", self.name.as_str()];
-        args.extend_from_slice(argv);
-        args
-    }
-
-    /// Runs `ARGV...` in the namespace to its end (within [`WAIT`]).
-    fn exec(&self, argv: &[&str], stdin: &[u8]) -> Output {
-        run("ip", &self.wrap(argv), stdin)
-    }
-
-    #[track_caller]
-    fn exec_ok(&self, argv: &[&str]) -> String {
-        let out = self.exec(argv, b"");
-        assert!(
-            out.status.success(),
-            "{argv:?} in {}: {:?} {}",
-            self.name,
-            out.status,
-            out.stderr
-        );
-        out.stdout_text()
-    }
-
+impl Faults for Netns {
     /// Has iptables drop each packet arriving on the loopback with
     /// probability `p`: a sent packet is lost with `p`, a round trip with
     /// `1 - (1 - p)^2`. `false` (with a note) where iptables cannot.
@@ -119,40 +75,6 @@ impl Netns {
             .and_then(|pkts| pkts.parse().ok())
             .unwrap_or_else(|| panic!("no drop rule in {listing}"))
     }
-
-    /// `sockecho serve ENDPOINTS...` inside the namespace.
-    fn serve(&self, endpoints: &[&str]) -> Server {
-        let mut argv = vec![BIN, "serve"];
-        argv.extend_from_slice(endpoints);
-        if std::env::var("SOCKECHO_TEST_ENGINE").is_ok_and(|e| e == "epoll") {
-            argv.push("--epoll");
-        }
-        let proc = Proc::spawn("ip", &self.wrap(&argv));
-        let endpoints = endpoints.iter().map(|_| proc.listen_ok()).collect();
-        Server { proc, endpoints }
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).trim().to_owned()
-}
-
-/// A note and `None`, or a failure when interop tests are required.
-fn skip<T>(why: &str) -> Option<T> {
-    assert!(
-        !required(),
-        "{why}; SOCKECHO_REQUIRE_INTEROP=1 says the fault tests must run"
-    );
-    eprintln!("note: {why}; skipping this fault-injection test");
-    None
 }
 
 /// A namespace with the drop rule in place, or `None` (skipped).
@@ -170,7 +92,7 @@ fn json_of(out: &Output, what: &str) -> Value {
 #[test]
 fn tcp_16mib_stays_byte_exact_under_5_percent_loss() {
     let Some(ns) = lossy_namespace() else { return };
-    let server = ns.serve(&["tcp://127.0.0.1:0"]);
+    let server = ns.serve(&["tcp://127.0.0.1:0"], &[]);
     let data = random_bytes(16 * MIB, 16);
     let before = ns.dropped();
     let out = ns.exec(&[BIN, "connect", server.endpoint()], &data);
@@ -188,7 +110,7 @@ fn tcp_16mib_stays_byte_exact_under_5_percent_loss() {
 #[test]
 fn tcp_bench_sees_no_mismatch_under_5_percent_loss() {
     let Some(ns) = lossy_namespace() else { return };
-    let server = ns.serve(&["tcp://127.0.0.1:0"]);
+    let server = ns.serve(&["tcp://127.0.0.1:0"], &[]);
     let before = ns.dropped();
     // A retransmission timeout is 200 ms and doubles: -W 3s leaves room for
     // a packet lost three times over, so a timeout here would be a bug.
@@ -223,7 +145,7 @@ fn tcp_bench_sees_no_mismatch_under_5_percent_loss() {
 #[test]
 fn udp_ping_reports_the_configured_loss() {
     let Some(ns) = lossy_namespace() else { return };
-    let server = ns.serve(&["udp://127.0.0.1:0"]);
+    let server = ns.serve(&["udp://127.0.0.1:0"], &[]);
     const PROBES: u64 = 200;
     let argv = [
         BIN,

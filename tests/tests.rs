@@ -10,6 +10,7 @@ mod bad_input;
 mod bench;
 mod bench_udp;
 mod connect;
+mod datagrams;
 mod embedded;
 mod engines;
 mod errors;

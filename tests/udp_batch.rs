@@ -13,11 +13,11 @@
 
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
-use std::process::Command;
 use std::sync::Barrier;
 use std::thread;
 use std::time::Duration;
 
+use crate::common::netns::Netns;
 use crate::common::*;
 
 /// A UDP client on the loopback address of `server`'s family, connected to
@@ -323,64 +323,6 @@ fn a_stop_signal_ends_udp_serving_at_once() {
     );
 }
 
-/// A network namespace of the test's own, deleted on drop (declare it
-/// before the processes run in it, so that it drops after them).
-struct Netns(String);
-
-impl Netns {
-    /// Makes the namespace with its loopback up; `None` (with a note) where
-    /// that needs privileges this run lacks, unless interop tests are
-    /// required (`SOCKECHO_REQUIRE_INTEROP=1`, as CI sets), then a failure.
-    fn create() -> Option<Netns> {
-        let name = unique("netns");
-        let made = Command::new("ip").args(["netns", "add", &name]).output();
-        match made {
-            Ok(out) if out.status.success() => {}
-            other => {
-                let why = match other {
-                    Ok(out) => String::from_utf8_lossy(&out.stderr).into_owned(),
-                    Err(e) => e.to_string(),
-                };
-                assert!(
-                    !interop_required(),
-                    "cannot make a network namespace: {why}"
-                );
-                eprintln!("note: cannot make a network namespace ({why}); skipping");
-                return None;
-            }
-        }
-        let ns = Netns(name);
-        ns.exec_ok(&["ip", "link", "set", "lo", "up"]);
-        Some(ns)
-    }
-
-    /// `ip netns exec NAME ARGV...`, as arguments to `ip`.
-    fn wrap<'a>(&'a self, argv: &[&'a str]) -> Vec<&'a str> {
-        let mut args = vec!["netns", "exec", self.0.as_str()];
-        args.extend_from_slice(argv);
-        args
-    }
-
-    #[track_caller]
-    fn exec_ok(&self, argv: &[&str]) -> Output {
-        let out = run("ip", &self.wrap(argv), b"");
-        assert!(
-            out.status.success(),
-            "{argv:?} in {}: {:?} {}",
-            self.0,
-            out.status,
-            out.stderr
-        );
-        out
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
-}
-
 #[test]
 fn gso_refused_by_the_route_mtu_falls_back_to_plain_datagrams() {
     // On a loopback with Ethernet's MTU, a 2,000-byte datagram goes out in
@@ -397,22 +339,26 @@ fn gso_refused_by_the_route_mtu_falls_back_to_plain_datagrams() {
     let endpoint = server.listen_ok();
     // Two flows of 8 datagrams in flight each: replies to one flow share
     // batches, so runs of equal 2,000-byte replies form.
-    let out = ns.exec_ok(&[
-        BIN,
-        "bench",
-        &endpoint,
-        "-c",
-        "2",
-        "-s",
-        "2000",
-        "-d",
-        "1s",
-        "--pipeline",
-        "8",
-        "--threads",
-        "1",
-        "--json",
-    ]);
+    let out = ns.exec(
+        &[
+            BIN,
+            "bench",
+            &endpoint,
+            "-c",
+            "2",
+            "-s",
+            "2000",
+            "-d",
+            "1s",
+            "--pipeline",
+            "8",
+            "--threads",
+            "1",
+            "--json",
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "bench: {}", out.stderr);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("bench --json: {e}: {}", out.stdout_text()));
     assert!(report["messages"].as_u64().unwrap() > 100, "{report}");

@@ -20,6 +20,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for a datagram's reply when no timeout is given.
 pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How long a datagram waits for its reply before it is sent again (then
+/// twice as long each time, within the timeout).
+pub const RETRY_FIRST: Duration = Duration::from_millis(25);
+
 /// What `connect` sends and how long it waits.
 #[derive(Debug, Clone)]
 pub struct ConnectConfig {
@@ -156,20 +160,52 @@ where
     let timeout = config.timeout.unwrap_or(DEFAULT_REPLY_TIMEOUT);
     let socket = Datagram::connect(endpoint).await?;
     let mut reply = vec![0u8; socket.max_datagram()];
+    // The last message sent more than once: a late reply to it must not
+    // be taken for the reply to the next.
+    let mut resent: Option<Vec<u8>> = None;
     let mut exchange = async |message: &[u8]| -> Result<(), Error> {
-        socket
-            .send(message)
-            .await
-            .map_err(|e| Error::connect(endpoint, e))?;
-        let n = match tokio::time::timeout(timeout, socket.recv(&mut reply)).await {
-            Ok(received) => received.map_err(|e| Error::connect(endpoint, e))?,
-            Err(_) => {
-                return Err(Error::NoReply {
-                    endpoint: endpoint.to_string(),
-                    timeout,
-                });
+        let send = async || {
+            socket
+                .send(message)
+                .await
+                .map_err(|e| Error::connect(endpoint, e))
+        };
+        send().await?;
+        // A datagram or its reply may be lost (or held back by a server's
+        // loop guard, when the same bytes go back and forth): send it again
+        // after RETRY_FIRST, then twice as long each time, until the
+        // timeout, as DNS and TFTP clients do.
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut wait = RETRY_FIRST.min(timeout);
+        let mut sent_again = false;
+        let n = loop {
+            let until = (tokio::time::Instant::now() + wait).min(deadline);
+            match tokio::time::timeout_at(until, socket.recv(&mut reply)).await {
+                Ok(received) => {
+                    let n = received.map_err(|e| Error::connect(endpoint, e))?;
+                    let stale = resent
+                        .as_deref()
+                        .is_some_and(|old| old != message && old == &reply[..n]);
+                    if !stale {
+                        break n;
+                    }
+                }
+                Err(_) if tokio::time::Instant::now() >= deadline => {
+                    return Err(Error::NoReply {
+                        endpoint: endpoint.to_string(),
+                        timeout,
+                    });
+                }
+                Err(_) => {
+                    send().await?;
+                    sent_again = true;
+                    wait *= 2;
+                }
             }
         };
+        if sent_again {
+            resent = Some(message.to_vec());
+        }
         output.write_all(&reply[..n]).await.map_err(Error::Output)?;
         output.write_all(b"\n").await.map_err(Error::Output)?;
         output.flush().await.map_err(Error::Output)

@@ -13,6 +13,7 @@
 //! the server's own address, and replies to each source address are rate
 //! limited ([`rate`]).
 
+pub(crate) mod loops;
 pub(crate) mod rate;
 
 use std::collections::HashMap;
@@ -318,6 +319,14 @@ pub(crate) struct DatagramGuard {
     /// hears only this host: the kernel drops datagrams that arrive from
     /// outside with a loopback source, so no remote victim can be aimed at).
     rates: Option<SourceRates>,
+    /// Every UDP port this process serves: a datagram "from" one of them
+    /// at one of our addresses would start a loop within the process
+    /// (FreeBSD inetd's `check_loop`).
+    own_ports: std::sync::Arc<[u16]>,
+    /// Loops with other servers, by what comes back.
+    loops: loops::LoopGuard,
+    /// Reports rate-table sources forgotten for room, once a second.
+    forgotten: LogThrottle,
 }
 
 impl DatagramGuard {
@@ -335,12 +344,33 @@ impl DatagramGuard {
             allow_low_ports,
             access,
             rates: (reachable && rate_per_s > 0).then(|| SourceRates::new(rate_per_s)),
+            own_ports: local.map(|l| l.port()).into_iter().collect(),
+            loops: loops::LoopGuard::new(),
+            forgotten: LogThrottle::new(),
         }
+    }
+
+    /// Every UDP port this process serves, this socket's among them.
+    pub fn with_own_ports(mut self, ports: std::sync::Arc<[u16]>) -> DatagramGuard {
+        self.own_ports = ports;
+        self
     }
 
     /// `Ok` if `peer` may get a reply to a datagram received at `now`, else
     /// why not. A reply granted uses up one of the source's tokens.
+    #[cfg(test)]
     pub fn check(&mut self, peer: &DatagramPeer, now: Instant) -> Result<(), NoReply> {
+        self.check_at(peer, None, now)
+    }
+
+    /// [`check`](DatagramGuard::check) for a datagram that arrived at
+    /// `dst` (known on a wildcard-bound socket).
+    pub fn check_at(
+        &mut self,
+        peer: &DatagramPeer,
+        dst: Option<IpAddr>,
+        now: Instant,
+    ) -> Result<(), NoReply> {
         match peer {
             DatagramPeer::Ip(addr) => {
                 if !self.access.permits(addr.ip()) {
@@ -352,20 +382,28 @@ impl DatagramGuard {
                 if addr.port() < 1024 && !self.allow_low_ports {
                     return Err(NoReply::LowPort);
                 }
-                if let Some(local) = self.local {
-                    let same_port = addr.port() == local.port();
-                    if same_port
-                        && (local.ip() == addr.ip()
-                            || (local.ip().is_unspecified() && addr.ip().is_loopback()))
-                    {
-                        return Err(NoReply::Itself);
-                    }
+                let ip = canonical(addr.ip());
+                let ours = ip.is_loopback()
+                    || dst.is_some_and(|dst| canonical(dst) == ip)
+                    || self.local.is_some_and(|l| canonical(l.ip()) == ip);
+                if ours && self.own_ports.contains(&addr.port()) {
+                    return Err(NoReply::Itself);
                 }
                 // Last, so refused sources use no bucket and no table room.
-                if let Some(rates) = &mut self.rates
-                    && !rates.allow(addr.ip(), now)
-                {
-                    return Err(NoReply::Rate);
+                if let Some(rates) = &mut self.rates {
+                    let allowed = rates.allow(addr.ip(), now);
+                    for _ in 0..rates.take_forgotten() {
+                        if let Some(forgotten) = self.forgotten.hit(now) {
+                            tracing::warn!(
+                                forgotten,
+                                max = rate::MAX_SOURCES,
+                                "reply-rate table full: sources forgotten (each starts again with a full bucket)"
+                            );
+                        }
+                    }
+                    if !allowed {
+                        return Err(NoReply::Rate);
+                    }
                 }
                 Ok(())
             }
@@ -388,12 +426,36 @@ pub(crate) enum NoReply {
     PortZero,
     /// A source port below 1024: another echo or chargen port, perhaps.
     LowPort,
-    /// The server's own address: a reply would come straight back.
+    /// One of this process's own ports at one of its addresses: a reply
+    /// would come straight back.
     Itself,
+    /// An echo loop with another server (see [`loops`]).
+    Loop,
     /// The source's reply rate is used up.
     Rate,
     /// An unnamed Unix sender: there is no address to answer.
     Unnamed,
+}
+
+impl DatagramGuard {
+    /// What the loop guard says of a datagram from `peer` whose bytes have
+    /// fingerprint `bytes` ([`loops::fingerprint`]), which reached the
+    /// socket at `arrived` and is handled at `now` (nanoseconds of one
+    /// clock).
+    pub fn reflection(
+        &mut self,
+        peer: SocketAddr,
+        bytes: u64,
+        arrived: u64,
+        now: u64,
+    ) -> loops::Verdict {
+        self.loops.check(peer, bytes, arrived, now)
+    }
+
+    /// A reply to `peer` with fingerprint `bytes` leaves at `at`.
+    pub fn replied(&mut self, peer: SocketAddr, bytes: u64, at: u64) {
+        self.loops.replied(peer, bytes, at);
+    }
 }
 
 impl NoReply {
@@ -403,7 +465,7 @@ impl NoReply {
             NoReply::Denied => Some(Setting::Access),
             NoReply::LowPort => Some(Setting::AllowLowPorts),
             NoReply::Rate => Some(Setting::UdpRate),
-            NoReply::PortZero | NoReply::Itself | NoReply::Unnamed => None,
+            NoReply::PortZero | NoReply::Itself | NoReply::Loop | NoReply::Unnamed => None,
         }
     }
 }
@@ -414,7 +476,8 @@ impl fmt::Display for NoReply {
             NoReply::Denied => "source not allowed by the access list",
             NoReply::PortZero => "source port 0",
             NoReply::LowPort => "source port below 1024",
-            NoReply::Itself => "source is this server's own address",
+            NoReply::Itself => "source is one of this server's own ports",
+            NoReply::Loop => "echo loop with another server (CVE-2024-2169)",
             NoReply::Rate => "reply rate limit reached for this source",
             NoReply::Unnamed => "unnamed Unix sender cannot be answered",
         })
@@ -456,14 +519,26 @@ mod tests {
     }
 
     #[test]
-    fn never_answers_itself() {
+    fn never_answers_its_own_ports() {
         let now = Instant::now();
         let mut g = guard("127.0.0.1:5000", true);
         assert!(g.check(&ip("127.0.0.1:5000"), now).is_err());
-        assert!(g.check(&ip("127.0.0.2:5000"), now).is_ok());
+        // Another loopback address on our port: another server, or us.
+        assert!(g.check(&ip("127.0.0.2:5000"), now).is_err());
+        assert!(g.check(&ip("127.0.0.2:5001"), now).is_ok());
         let mut wildcard = guard("0.0.0.0:5000", true);
         assert!(wildcard.check(&ip("127.0.0.1:5000"), now).is_err());
         assert!(wildcard.check(&ip("10.1.2.3:5000"), now).is_ok());
+        // Arrived at 10.1.2.3: that is one of our addresses.
+        let to_us = Some("10.1.2.3".parse().unwrap());
+        assert_eq!(
+            wildcard.check_at(&ip("10.1.2.3:5000"), to_us, now),
+            Err(NoReply::Itself)
+        );
+        // Every port of the process counts, not only this socket's.
+        let mut all = guard("0.0.0.0:5000", true).with_own_ports([5000, 6000].into());
+        assert!(all.check(&ip("127.0.0.9:6000"), now).is_err());
+        assert!(all.check(&ip("127.0.0.9:6001"), now).is_ok());
     }
 
     #[test]

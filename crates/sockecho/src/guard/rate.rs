@@ -16,8 +16,12 @@ use super::canonical;
 /// cycle.
 pub const MAX_SOURCES: usize = 65_536;
 
-/// One token bucket per source address: `rate` tokens a second, holding
-/// at most `rate` (a burst of one second's worth). A reply takes a token.
+/// One token bucket per source: `rate` tokens a second, holding at most
+/// `rate` (a burst of one second's worth). A reply takes a token.
+///
+/// An IPv4 source is its address; an IPv6 source is its /64, the prefix one
+/// host (or one attacker) is routed: keying by the full address would give
+/// a host 2^64 buckets to spend.
 #[derive(Debug)]
 pub struct SourceRates {
     rate: f64,
@@ -25,6 +29,18 @@ pub struct SourceRates {
     buckets: HashMap<IpAddr, Bucket>,
     /// Sources in the order first seen, to forget the oldest at the cap.
     order: VecDeque<IpAddr>,
+    /// Sources forgotten to make room, not yet reported.
+    forgotten: u64,
+}
+
+/// The key of a source: an IPv4 address, or an IPv6 /64.
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
+            u128::from(v6) & !((1u128 << 64) - 1),
+        )),
+        v4 => v4,
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -47,12 +63,19 @@ impl SourceRates {
             capacity: capacity.max(1),
             buckets: HashMap::new(),
             order: VecDeque::new(),
+            forgotten: 0,
         }
+    }
+
+    /// Sources forgotten to make room since the last call (each starts
+    /// again with a full bucket): for the throttled log line.
+    pub fn take_forgotten(&mut self) -> u64 {
+        std::mem::take(&mut self.forgotten)
     }
 
     /// Whether `ip` may get a reply at `now`; if so, its token is taken.
     pub fn allow(&mut self, ip: IpAddr, now: Instant) -> bool {
-        let ip = canonical(ip);
+        let ip = source_key(ip);
         let rate = self.rate;
         if let Some(bucket) = self.buckets.get_mut(&ip) {
             let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
@@ -68,6 +91,7 @@ impl SourceRates {
             && let Some(oldest) = self.order.pop_front()
         {
             self.buckets.remove(&oldest);
+            self.forgotten += 1;
         }
         self.order.push_back(ip);
         self.buckets.insert(
@@ -165,6 +189,32 @@ mod tests {
             full.allow(v4(n), t0);
         }
         assert_eq!(full.len(), MAX_SOURCES);
+    }
+
+    #[test]
+    fn an_ipv6_source_is_its_slash_64() {
+        let mut rates = SourceRates::new(2);
+        let t0 = Instant::now();
+        let host =
+            |last: u16| IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 0, 0, 0, last));
+        // Every address of one /64 shares one bucket of 2.
+        assert!(rates.allow(host(1), t0));
+        assert!(rates.allow(host(2), t0));
+        assert!(!rates.allow(host(3), t0), "the /64's bucket is empty");
+        let other = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 3, 0, 0, 0, 1));
+        assert!(rates.allow(other, t0), "another /64 has its own");
+        assert_eq!(rates.len(), 2);
+    }
+
+    #[test]
+    fn forgotten_sources_are_counted() {
+        let mut rates = SourceRates::with_capacity(1, 10);
+        let t0 = Instant::now();
+        for n in 0..25 {
+            rates.allow(v4(n), t0);
+        }
+        assert_eq!(rates.take_forgotten(), 15);
+        assert_eq!(rates.take_forgotten(), 0);
     }
 
     #[test]

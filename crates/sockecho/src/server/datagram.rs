@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use super::Context;
 use crate::endpoint::Endpoint;
-use crate::guard::DatagramGuard;
+use crate::guard::loops::{Verdict, fingerprint};
 use crate::guard::rate::LogThrottle;
+use crate::guard::{DatagramGuard, NoReply};
 use crate::transport::DatagramPeer;
 use crate::transport::datagram::BoundDatagram;
 
@@ -33,7 +34,8 @@ pub(super) async fn datagram_loop(bound: BoundDatagram, ctx: Context) {
         ctx.config.udp_guard.allow_low_ports,
         ctx.config.access.clone(),
         ctx.config.udp_guard.rate,
-    );
+    )
+    .with_own_ports(ctx.udp_ports.clone());
     // Dropped datagrams are logged at most once a second, with a count:
     // a flood of them must not become a flood of log lines.
     let mut drops = LogThrottle::new();
@@ -111,12 +113,22 @@ pub(super) async fn datagram_loop(bound: BoundDatagram, ctx: Context) {
                 continue;
             }
         };
-        if !admitted(&mut guard, &mut drops, &peer, Instant::now()) {
+        if !admitted(&mut guard, &mut drops, &peer, None, Instant::now()) {
             continue;
         }
-        if let Some(len) = ctx.config.service.mode.service().reply(&mut buf, n)
-            && let Err(e) = socket.send_to(&buf[..len], &peer).await
+        let wall = wall_clock();
+        if let DatagramPeer::Ip(addr) = peer
+            && !answers_no_loop(&mut guard, &mut drops, addr, &buf[..n], wall, wall)
         {
+            continue;
+        }
+        let Some(len) = ctx.config.service.mode.service().reply(&mut buf, n) else {
+            continue;
+        };
+        if let DatagramPeer::Ip(addr) = peer {
+            guard.replied(addr, fingerprint(&buf[..len]), wall_clock());
+        }
+        if let Err(e) = socket.send_to(&buf[..len], &peer).await {
             tracing::debug!(%peer, cause = %e, "reply failed");
         }
         if ctx.config.once {
@@ -126,15 +138,17 @@ pub(super) async fn datagram_loop(bound: BoundDatagram, ctx: Context) {
     }
 }
 
-/// Whether the guard lets `peer` have a reply; drops are logged at most
-/// once a second, with their count.
+/// Whether the guard lets `peer` have a reply (`dst`: where the datagram
+/// arrived, when known); drops are logged at most once a second, with
+/// their count.
 fn admitted(
     guard: &mut DatagramGuard,
     drops: &mut LogThrottle,
     peer: &DatagramPeer,
+    dst: Option<std::net::IpAddr>,
     now: Instant,
 ) -> bool {
-    match guard.check(peer, now) {
+    match guard.check_at(peer, dst, now) {
         Ok(()) => true,
         Err(why) => {
             if let Some(dropped) = drops.hit(now) {
@@ -144,6 +158,53 @@ fn admitted(
             false
         }
     }
+}
+
+/// Whether a datagram of `bytes` from `peer`, which reached the socket at
+/// `arrived` and is handled at `now` (nanoseconds of the real-time clock),
+/// gets a reply as far as the loop guard is concerned. A loop found is
+/// logged at once (it is rare, and it is news), the datagrams of a held
+/// peer count with the other drops.
+fn answers_no_loop(
+    guard: &mut DatagramGuard,
+    drops: &mut LogThrottle,
+    peer: SocketAddr,
+    bytes: &[u8],
+    arrived: u64,
+    now: u64,
+) -> bool {
+    match guard.reflection(peer, fingerprint(bytes), arrived, now) {
+        Verdict::Answer => true,
+        Verdict::LoopFound { hold } => {
+            // Counted with the other drops: a flood of forged loops must
+            // not become a flood of lines.
+            if let Some(dropped) = drops.hit(Instant::now()) {
+                tracing::warn!(
+                    %peer,
+                    hold = ?std::time::Duration::from_nanos(hold),
+                    dropped,
+                    "echo loop? the peer sent back exactly our last replies, in lockstep \
+                     (another echo server, CVE-2024-2169, or a client repeating itself): \
+                     no reply to it for the hold"
+                );
+            }
+            false
+        }
+        Verdict::Held => {
+            if let Some(dropped) = drops.hit(Instant::now()) {
+                tracing::warn!(%peer, why = %NoReply::Loop, dropped, "datagrams dropped, no reply");
+            }
+            false
+        }
+    }
+}
+
+/// Now on the real-time clock, in nanoseconds: the clock of the kernel's
+/// receive timestamps the loop guard compares with.
+fn wall_clock() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// The Linux UDP loop: a thread of its own per socket, blocked in the
@@ -162,7 +223,8 @@ mod batched {
     use std::time::{Duration, Instant};
 
     use super::super::udp_batch::{self, Batch, Plan, Reply};
-    use super::{Context, DatagramGuard, LogThrottle, admitted};
+    use super::{Context, DatagramGuard, LogThrottle, admitted, answers_no_loop, wall_clock};
+    use crate::guard::loops::fingerprint;
     use crate::transport::DatagramPeer;
 
     /// How long a send waits for room in the socket buffer before the
@@ -194,6 +256,14 @@ mod batched {
             return;
         }
         let fd = socket.as_raw_fd();
+        if let Err(e) = socket
+            .local_addr()
+            .and_then(|local| udp_batch::enable_control(fd, local))
+        {
+            // Replies then leave from the kernel's choice of source, and
+            // the loop guard times datagrams when it reads them.
+            tracing::warn!(cause = %e, "cannot ask for receive timestamps or destinations");
+        }
         let mut state = State::new(fd, max_datagram, ctx.config.once);
         let mut last = Instant::now();
         loop {
@@ -237,6 +307,7 @@ mod batched {
             };
             last = Instant::now();
             let served = state.answer(n, last, ctx, guard, drops);
+            state.sending(guard);
             // Only a full socket buffer for SEND_TICK gets here: wait again.
             while state.send(fd).is_err() {
                 if ctx.accepting.is_cancelled() {
@@ -289,24 +360,46 @@ mod batched {
         ) -> bool {
             let mut served = false;
             let service = ctx.config.service.mode.service();
+            let wall = wall_clock();
             self.replies.clear();
             for slot in 0..n {
                 // Always an IP address on a UDP socket.
                 let Some(peer) = self.batch.peer(slot) else {
                     continue;
                 };
-                if !admitted(guard, drops, &DatagramPeer::Ip(peer), now) {
+                let local = self.batch.local(slot);
+                let dst = local.map(|l| l.addr);
+                if !admitted(guard, drops, &DatagramPeer::Ip(peer), dst, now) {
+                    continue;
+                }
+                let arrived = self.batch.arrived(slot).unwrap_or(wall);
+                let datagram = self.batch.datagram(slot);
+                if !answers_no_loop(guard, drops, peer, datagram, arrived, wall) {
                     continue;
                 }
                 served = true;
                 let Some(len) = self.batch.reply(slot, service) else {
                     continue;
                 };
-                self.replies.push(Reply { peer, slot, len });
+                self.replies.push(Reply {
+                    peer,
+                    local,
+                    slot,
+                    len,
+                });
             }
             self.plan.make(&self.replies, self.max_seg);
             self.next = 0;
             served
+        }
+
+        /// Tells the loop guard the planned replies are leaving now (before
+        /// they do: a reflection cannot come back before its reply left).
+        fn sending(&self, guard: &mut DatagramGuard) {
+            let at = wall_clock();
+            for reply in &self.plan.order {
+                guard.replied(reply.peer, fingerprint(self.batch.reply_bytes(reply)), at);
+            }
         }
 
         /// Sends the planned replies not sent yet: `Ok` once all are gone,

@@ -116,6 +116,9 @@ struct Context {
     tracker: TaskTracker,
     /// The TLS acceptor for `tls://` listeners.
     tls: Option<ServerTls>,
+    /// Every UDP port this server serves: no datagram from one of them is
+    /// answered (a loop within the process).
+    udp_ports: Arc<[u16]>,
 }
 
 impl Server {
@@ -234,7 +237,14 @@ impl Server {
     /// announced, when an engine cannot start.
     pub fn start(self, handles: Handles) -> Result<Running, Error> {
         let config = Arc::new(self.config);
+        let udp_ports = self
+            .local
+            .iter()
+            .filter(|e| matches!(e, Endpoint::Udp(_)))
+            .filter_map(|e| e.host_port().map(|hp| hp.port))
+            .collect();
         let ctx = Context {
+            udp_ports,
             permits: Arc::new(Semaphore::new(config.limits.max_conns)),
             admission: Arc::new(Admission::new(
                 config.access.clone(),

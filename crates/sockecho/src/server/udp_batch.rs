@@ -39,19 +39,34 @@ const MAX_SEGMENTS: usize = 64;
 /// packet, before the kernel cuts it), also safe over IPv6.
 const MAX_GSO_BYTES: usize = crate::transport::datagram::MAX_UDP_PAYLOAD;
 
-/// Room for one `UDP_SEGMENT` control message (`CMSG_SPACE(2)` is 24 on
-/// 64-bit Linux, 16 on 32-bit), aligned as a `cmsghdr` must be.
+/// Room for the control messages of one datagram, aligned as a `cmsghdr`
+/// must be: received, a timestamp (`CMSG_SPACE(16)`, 32 bytes on 64-bit
+/// Linux) and a destination (`CMSG_SPACE(20)`, 40); sent, a `UDP_SEGMENT`
+/// (24) and a source (40).
 #[derive(Clone, Copy)]
 #[repr(C, align(8))]
-struct Control([u8; 32]);
+struct Control([u8; 128]);
 
 /// One reply to send: to `peer`, the first `len` bytes of receive slot
-/// `slot` (the datagram itself for echo, chargen's text copied over it).
+/// `slot` (the datagram itself for echo, chargen's text copied over it),
+/// from `local` when the socket is bound to a wildcard address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Reply {
     pub(super) peer: SocketAddr,
+    pub(super) local: Option<Local>,
     pub(super) slot: usize,
     pub(super) len: usize,
+}
+
+/// Where a datagram arrived, on a socket bound to a wildcard address
+/// (`IP_PKTINFO`, `IPV6_PKTINFO`): its destination address and the
+/// interface it came in on. The reply leaves from that address and out of
+/// that interface, so a client connected to any of the host's addresses
+/// accepts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Local {
+    pub(super) addr: std::net::IpAddr,
+    pub(super) ifindex: u32,
 }
 
 /// One send: replies `start..end` of the planned order, to one peer, all
@@ -142,7 +157,7 @@ pub(super) struct Plan {
     pub(super) order: Vec<Reply>,
     /// The sends, in the order they go.
     pub(super) runs: Vec<Run>,
-    items: Vec<(SocketAddr, usize)>,
+    items: Vec<((SocketAddr, Option<Local>), usize)>,
     taken: Vec<bool>,
     indices: Vec<usize>,
 }
@@ -151,7 +166,10 @@ impl Plan {
     /// Plans `replies` (see [`plan`]).
     pub(super) fn make(&mut self, replies: &[Reply], max_seg: usize) {
         self.items.clear();
-        self.items.extend(replies.iter().map(|r| (r.peer, r.len)));
+        // One send has one source: replies from different local
+        // addresses never share one.
+        self.items
+            .extend(replies.iter().map(|r| ((r.peer, r.local), r.len)));
         plan(
             &self.items,
             max_seg,
@@ -205,7 +223,8 @@ pub(super) fn gso_max_segment(fd: RawFd) -> usize {
 }
 
 /// Receive buffers for one socket, allocated once: `slots` datagrams of up
-/// to `size` bytes each, with their senders.
+/// to `size` bytes each, with their senders, when each reached the socket,
+/// and (on a wildcard-bound socket) where it arrived.
 pub(super) struct Batch {
     slots: usize,
     size: usize,
@@ -215,6 +234,55 @@ pub(super) struct Batch {
     names: Box<[libc::sockaddr_storage]>,
     name_lens: [libc::socklen_t; BATCH],
     lens: [usize; BATCH],
+    /// Each datagram's control messages as the kernel wrote them.
+    controls: Box<[Control]>,
+    /// When each datagram reached the socket (the kernel's receive
+    /// timestamp, nanoseconds of the real-time clock; 0 if none came).
+    arrived: [u64; BATCH],
+    /// Where each datagram arrived, when the socket asked (wildcard bind).
+    local: [Option<Local>; BATCH],
+}
+
+/// Asks the kernel for what [`Batch::recv`] reads besides the datagrams:
+/// every datagram's receive timestamp (`SO_TIMESTAMPNS`: the loop guard
+/// tells a reflection of a reply from a datagram sent before it) and, on
+/// a socket bound to a wildcard address, where it arrived (`IP_PKTINFO`,
+/// `IPV6_RECVPKTINFO`), so replies leave from there. Returns whether the
+/// destination is asked for.
+pub(super) fn enable_control(fd: RawFd, local: SocketAddr) -> io::Result<bool> {
+    let on: libc::c_int = 1;
+    let set = |level, name| -> io::Result<()> {
+        // SAFETY: `on` is a live c_int and the length given is its size;
+        // the kernel only reads it. Any descriptor is safe to pass.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&raw const on).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    set(libc::SOL_SOCKET, libc::SO_TIMESTAMPNS)?;
+    if !local.ip().is_unspecified() {
+        return Ok(false);
+    }
+    match local {
+        SocketAddr::V4(_) => set(libc::IPPROTO_IP, libc::IP_PKTINFO)?,
+        SocketAddr::V6(_) => {
+            set(libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)?;
+            // A dual-stack socket (handed over by inetd or systemd) gets
+            // IPv4 datagrams too; for those the kernel gives IP_PKTINFO.
+            let _ = set(libc::IPPROTO_IP, libc::IP_PKTINFO);
+        }
+    }
+    Ok(true)
 }
 
 impl std::fmt::Debug for Batch {
@@ -242,6 +310,9 @@ impl Batch {
             names: vec![empty; slots].into_boxed_slice(),
             name_lens: [0; BATCH],
             lens: [0; BATCH],
+            controls: vec![Control([0; 128]); slots].into_boxed_slice(),
+            arrived: [0; BATCH],
+            local: [None; BATCH],
         }
     }
 
@@ -261,6 +332,7 @@ impl Batch {
         let iov_base = iovs.as_mut_ptr();
         let buf_base = self.bufs.as_mut_ptr();
         let name_base = self.names.as_mut_ptr();
+        let control_base = self.controls.as_mut_ptr();
         for (i, (iov, hdr)) in iovs.iter_mut().zip(&mut hdrs).enumerate() {
             if i == self.slots {
                 break;
@@ -273,13 +345,16 @@ impl Batch {
             hdr.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             hdr.msg_hdr.msg_iov = iov_base.wrapping_add(i);
             hdr.msg_hdr.msg_iovlen = 1;
+            hdr.msg_hdr.msg_control = control_base.wrapping_add(i).cast();
+            hdr.msg_hdr.msg_controllen = size_of::<Control>() as _;
         }
-        // SAFETY: the first `slots` headers each point at one I/O vector
-        // and one address slot of their own, and each vector at `size`
-        // bytes of `bufs` of its own (slot i at offset i * size, within the
-        // slots * size bytes allocated); `&mut self` keeps those buffers
-        // borrowed, and `iovs` and `hdrs` live on this stack, until the
-        // call returns. The kernel writes only within those lengths.
+        // SAFETY: the first `slots` headers each point at one I/O vector,
+        // one address slot and one control buffer of their own, and each
+        // vector at `size` bytes of `bufs` of its own (slot i at offset
+        // i * size, within the slots * size bytes allocated); `&mut self`
+        // keeps those buffers borrowed, and `iovs` and `hdrs` live on this
+        // stack, until the call returns. The kernel writes only within the
+        // lengths given.
         let n = unsafe {
             libc::recvmmsg(
                 fd,
@@ -299,8 +374,32 @@ impl Batch {
                 .msg_hdr
                 .msg_namelen
                 .min(size_of::<libc::sockaddr_storage>() as libc::socklen_t);
+            let (arrived, local) = read_control(&hdr.msg_hdr);
+            self.arrived[i] = arrived;
+            self.local[i] = local;
         }
         Ok(n)
+    }
+
+    /// When datagram `slot` of the last receive reached the socket
+    /// (nanoseconds of the real-time clock), if the kernel said.
+    pub(super) fn arrived(&self, slot: usize) -> Option<u64> {
+        (self.arrived[slot] != 0).then_some(self.arrived[slot])
+    }
+
+    /// Where datagram `slot` of the last receive arrived, when asked.
+    pub(super) fn local(&self, slot: usize) -> Option<Local> {
+        self.local[slot]
+    }
+
+    /// The bytes of datagram `slot` of the last receive.
+    pub(super) fn datagram(&self, slot: usize) -> &[u8] {
+        &self.bufs[slot * self.size..][..self.lens[slot]]
+    }
+
+    /// The bytes of the reply planned for `reply`.
+    pub(super) fn reply_bytes(&self, reply: &Reply) -> &[u8] {
+        &self.bufs[reply.slot * self.size..][..reply.len]
     }
 
     /// Asks `service` for its reply to datagram `slot`, written over the
@@ -348,9 +447,11 @@ impl Batch {
 
     /// Sends `runs` (at most [`BATCH`] of them; each names a stretch of
     /// `order`, itself replies of the last receive) in one sendmmsg, each
-    /// to the address its first datagram came from: how many runs went (at
-    /// least one), or the error of the first, which did not (`WouldBlock`
-    /// once a blocking socket's send timeout passes with no room).
+    /// to the address its first datagram came from, and from the address
+    /// it arrived at when the socket is bound to a wildcard: how many runs
+    /// went (at least one), or the error of the first, which did not
+    /// (`WouldBlock` once a blocking socket's send timeout passes with no
+    /// room).
     pub(super) fn send(&self, fd: RawFd, order: &[Reply], runs: &[Run]) -> io::Result<usize> {
         let Some(first) = runs.first().map(|r| r.start) else {
             return Ok(0);
@@ -378,35 +479,18 @@ impl Batch {
         }
         // SAFETY: as in `recv`: plain C data, all zero is valid.
         let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-        let mut controls = [Control([0; 32]); BATCH];
+        let mut controls = [Control([0; 128]); BATCH];
         let iov_base = iovs.as_mut_ptr();
         for ((hdr, control), run) in hdrs.iter_mut().zip(&mut controls).zip(runs) {
-            let slot = order[run.start - first].slot;
+            let reply = &order[run.start - first];
+            let slot = reply.slot;
             let name: *const libc::sockaddr_storage = &self.names[slot];
             hdr.msg_hdr.msg_name = name.cast_mut().cast();
             hdr.msg_hdr.msg_namelen = self.name_lens[slot];
             hdr.msg_hdr.msg_iov = iov_base.wrapping_add(run.start - first);
             hdr.msg_hdr.msg_iovlen = (run.end - run.start) as _;
-            if run.is_gso() {
-                // SAFETY: CMSG_SPACE is arithmetic on its argument.
-                let space = unsafe { libc::CMSG_SPACE(size_of::<u16>() as libc::c_uint) };
-                debug_assert!(space as usize <= size_of::<Control>());
-                hdr.msg_hdr.msg_control = control.0.as_mut_ptr().cast();
-                hdr.msg_hdr.msg_controllen = space as _;
-                // SAFETY: the header's control buffer is `control` (32
-                // bytes, 8-aligned, zeroed), at least CMSG_SPACE(2) long, so
-                // CMSG_FIRSTHDR returns a pointer to its start, where a
-                // `cmsghdr` and 2 bytes of data fit; `control` lives on this
-                // stack past the sendmmsg call.
-                unsafe {
-                    let cmsg = libc::CMSG_FIRSTHDR(&hdr.msg_hdr);
-                    debug_assert!(!cmsg.is_null());
-                    (*cmsg).cmsg_level = libc::SOL_UDP;
-                    (*cmsg).cmsg_type = libc::UDP_SEGMENT;
-                    (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as libc::c_uint) as _;
-                    ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), run.seg as u16);
-                }
-            }
+            let segment = run.is_gso().then_some(run.seg as u16);
+            write_control(&mut hdr.msg_hdr, control, segment, reply.local);
         }
         // SAFETY: each of the first `runs.len()` headers points at an
         // address in `self.names` with its length as the kernel gave it,
@@ -421,6 +505,123 @@ impl Batch {
         }
         Ok(n as usize)
     }
+}
+
+/// Reads a received datagram's control messages: its receive timestamp
+/// (nanoseconds of the real-time clock, 0 if none) and where it arrived.
+fn read_control(msg: &libc::msghdr) -> (u64, Option<Local>) {
+    let mut arrived = 0;
+    let mut local = None;
+    // SAFETY: `msg` is a header the kernel just filled: `msg_control`
+    // points at our control buffer and `msg_controllen` says how much of it
+    // the kernel wrote, so CMSG_FIRSTHDR/CMSG_NXTHDR walk only within it;
+    // each message's data is read unaligned, after checking its level, type
+    // and length say it holds the struct read.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+        while !cmsg.is_null() {
+            let data = libc::CMSG_DATA(cmsg);
+            let len = (*cmsg).cmsg_len as usize;
+            let holds = |size: usize| len >= libc::CMSG_LEN(size as libc::c_uint) as usize;
+            match ((*cmsg).cmsg_level, (*cmsg).cmsg_type) {
+                (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) if holds(size_of::<libc::timespec>()) => {
+                    let ts = ptr::read_unaligned(data.cast::<libc::timespec>());
+                    arrived = (ts.tv_sec as u64)
+                        .saturating_mul(1_000_000_000)
+                        .saturating_add(ts.tv_nsec as u64);
+                }
+                (libc::IPPROTO_IP, libc::IP_PKTINFO) if holds(size_of::<libc::in_pktinfo>()) => {
+                    let info = ptr::read_unaligned(data.cast::<libc::in_pktinfo>());
+                    local = Some(Local {
+                        addr: Ipv4Addr::from(info.ipi_addr.s_addr.to_ne_bytes()).into(),
+                        ifindex: info.ipi_ifindex as u32,
+                    });
+                }
+                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO)
+                    if holds(size_of::<libc::in6_pktinfo>()) =>
+                {
+                    let info = ptr::read_unaligned(data.cast::<libc::in6_pktinfo>());
+                    local = Some(Local {
+                        addr: Ipv6Addr::from(info.ipi6_addr.s6_addr).into(),
+                        ifindex: info.ipi6_ifindex,
+                    });
+                }
+                _ => {}
+            }
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
+        }
+    }
+    (arrived, local)
+}
+
+/// Writes a send's control messages into `control` and points `msg` at
+/// them: the GSO segment size, and the source address and interface.
+fn write_control(
+    msg: &mut libc::msghdr,
+    control: &mut Control,
+    segment: Option<u16>,
+    local: Option<Local>,
+) {
+    if segment.is_none() && local.is_none() {
+        return;
+    }
+    msg.msg_control = control.0.as_mut_ptr().cast();
+    msg.msg_controllen = size_of::<Control>() as _;
+    let mut used = 0usize;
+    // SAFETY: `control` is 128 bytes, 8-aligned and zeroed, which holds a
+    // UDP_SEGMENT message (CMSG_SPACE(2) = 24) and a source one (at most
+    // CMSG_SPACE(20) = 40); CMSG_FIRSTHDR/CMSG_NXTHDR step through it as
+    // `msg_controllen` (the whole buffer, zeroed) allows, each data block
+    // written unaligned within its message. `msg_controllen` is then cut to
+    // what was written; the buffer outlives the send (the caller's stack).
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+        let mut put = |level: libc::c_int, kind: libc::c_int, data: &[u8]| {
+            if cmsg.is_null() {
+                return;
+            }
+            (*cmsg).cmsg_level = level;
+            (*cmsg).cmsg_type = kind;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(data.len() as libc::c_uint) as _;
+            ptr::copy_nonoverlapping(data.as_ptr(), libc::CMSG_DATA(cmsg), data.len());
+            used += libc::CMSG_SPACE(data.len() as libc::c_uint) as usize;
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
+        };
+        if let Some(segment) = segment {
+            put(libc::SOL_UDP, libc::UDP_SEGMENT, &segment.to_ne_bytes());
+        }
+        match local.map(|l| (l.addr, l.ifindex)) {
+            Some((std::net::IpAddr::V4(addr), ifindex)) => {
+                let info = libc::in_pktinfo {
+                    ipi_ifindex: ifindex as libc::c_int,
+                    ipi_spec_dst: libc::in_addr {
+                        s_addr: u32::from_ne_bytes(addr.octets()),
+                    },
+                    ipi_addr: libc::in_addr { s_addr: 0 },
+                };
+                put(libc::IPPROTO_IP, libc::IP_PKTINFO, as_bytes(&info));
+            }
+            Some((std::net::IpAddr::V6(addr), ifindex)) => {
+                let info = libc::in6_pktinfo {
+                    ipi6_addr: libc::in6_addr {
+                        s6_addr: addr.octets(),
+                    },
+                    ipi6_ifindex: ifindex,
+                };
+                put(libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, as_bytes(&info));
+            }
+            None => {}
+        }
+    }
+    msg.msg_controllen = used as _;
+}
+
+/// A C struct's bytes.
+fn as_bytes<T: Copy>(value: &T) -> &[u8] {
+    // SAFETY: `T` is one of libc's plain structs of integers (no padding
+    // is read as anything but bytes the kernel ignores); the slice covers
+    // exactly the value and borrows it.
+    unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }
 }
 
 #[cfg(test)]
@@ -564,7 +765,12 @@ mod tests {
             "127.0.0.1:5000".parse().unwrap(),
             "127.0.0.1:5001".parse().unwrap(),
         );
-        let reply = |peer, slot, len| Reply { peer, slot, len };
+        let reply = |peer, slot, len| Reply {
+            peer,
+            local: None,
+            slot,
+            len,
+        };
         let replies = [
             reply(a, 0, 8),
             reply(b, 1, 8),
