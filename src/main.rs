@@ -117,15 +117,27 @@ async fn serve(args: cli::ServeArgs) -> anyhow::Result<()> {
     } else {
         sockecho::Events::stdout(cli::format(args.json), args.quiet)
     };
-    let server = sockecho::server::open(args.to_config(), args.inetd, &trace).await?;
-    let running = server.start(sockecho::Handles {
-        events,
-        trace,
-        shutdown,
-    })?;
-    render::log_engines(running.engines());
-    running.wait().await?;
-    Ok(())
+    // Event and trace lines go out through writer threads of their own,
+    // so that a reader that stalls never stalls serving. Whatever the
+    // outcome, what they still hold is written before the exit: within one
+    // bounded wait, given up when nobody reads the output.
+    let (finish_events, finish_trace) = (events.clone(), trace.clone());
+    let served = async {
+        let server = sockecho::server::open(args.to_config(), args.inetd, &trace).await?;
+        let running = server.start(sockecho::Handles {
+            events,
+            trace,
+            shutdown,
+        })?;
+        render::log_engines(running.engines());
+        running.wait().await?;
+        anyhow::Ok(())
+    }
+    .await;
+    let deadline = std::time::Instant::now() + sockecho::events::FINISH_WAIT;
+    finish_events.finish(sockecho::events::FINISH_WAIT);
+    finish_trace.finish(deadline.saturating_duration_since(std::time::Instant::now()));
+    served
 }
 
 /// Log fields as tracing writes them (`message key=value ...`), but a
@@ -157,7 +169,19 @@ fn init_logging(verbose: Option<u8>) {
     };
     let filter = match verbose {
         None => EnvFilter::new(level),
-        Some(_) => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level)),
+        Some(v) => EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+            // rustls logs what a peer did wrong at warn (every `ncat
+            // --ssl 127.0.0.1 P` connection: "Illegal SNI extension:
+            // ignoring IP address presented as hostname"): a line per
+            // connection that any peer can cause, and our own debug log
+            // already says why a handshake or a connection failed. Below
+            // -vv rustls keeps to its errors; RUST_LOG decides otherwise.
+            if v < 2 {
+                EnvFilter::new(format!("{level},rustls=error"))
+            } else {
+                EnvFilter::new(level)
+            }
+        }),
     };
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -276,6 +276,39 @@ fn sigint_exits_zero() {
 }
 
 #[test]
+fn sighup_drains_and_removes_the_socket_file_like_sigterm() {
+    // The terminal closing sends SIGHUP: no kill without a drain, no
+    // socket file left behind.
+    idle_server_exits_zero_on("HUP");
+    let path = TempPath::new("hup.sock");
+    let mut server = serve(&[&format!("unix:{}", path.text())], &[]);
+    let mut conn = connect(server.endpoint());
+    assert_eq!(conn.echo(b"before\n"), b"before\n");
+    assert!(server.line().starts_with("connection from "));
+    server.signal("HUP");
+    // Draining: the open connection still echoes, then ends cleanly.
+    assert_eq!(conn.echo(b"during\n"), b"during\n");
+    conn.shutdown_write();
+    assert!(conn.read_to_close().is_empty());
+    let exited = server.wait_exit();
+    assert!(
+        exited.status.success(),
+        "SIGHUP: {:?} {}",
+        exited.status,
+        exited.stderr
+    );
+    assert!(
+        exited.rest.iter().any(|l| l.starts_with("closed ")),
+        "{:?}",
+        exited.rest
+    );
+    assert!(
+        !path.path().exists(),
+        "the socket file is left behind after SIGHUP"
+    );
+}
+
+#[test]
 fn drain_timeout_closes_open_connections_after_a_signal() {
     let mut server = serve(&["tcp://127.0.0.1:0"], &["--drain-timeout", "200ms"]);
     let endpoint = server.endpoint().to_owned();

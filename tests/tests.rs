@@ -19,6 +19,7 @@ mod interop;
 mod limits;
 mod modes;
 mod operations;
+mod output;
 mod ping;
 mod resets;
 mod serve;

@@ -280,3 +280,91 @@ fn json_events_carry_the_fingerprint() {
             .starts_with("sha256:")
     );
 }
+
+/// `echo LINE | ncat --ssl HOST PORT`: ncat ends its input with a TCP FIN
+/// and no TLS close_notify, and sends the IP address as SNI. The server
+/// takes that as the end of the input: it echoes, ends the TLS session
+/// with close_notify (ncat exits 0), records no error reason, and prints
+/// no warning.
+#[test]
+fn ncat_ssl_ends_without_close_notify_and_exits_zero() {
+    if !require_tool("ncat") {
+        return;
+    }
+    let mut server = common::Proc::sockecho(&["serve", "tls://127.0.0.1:0", "--json"]);
+    let listen: serde_json::Value = serde_json::from_str(&server.line()).unwrap();
+    let endpoint = listen["endpoint"].as_str().unwrap().to_owned();
+    let fingerprint: serde_json::Value = serde_json::from_str(&server.line()).unwrap();
+    assert_eq!(fingerprint["event"], "tls");
+    let (host, port) = addr(&endpoint).rsplit_once(':').unwrap();
+
+    let line = b"hello through ncat\n";
+    let out = run("ncat", &["--ssl", host, port], line);
+    assert_eq!(out.code(), 0, "ncat: {}", out.stderr);
+    assert_eq!(out.stdout, line, "ncat's echo; stderr: {}", out.stderr);
+
+    let connection: serde_json::Value = serde_json::from_str(&server.line()).unwrap();
+    assert_eq!(connection["event"], "connection");
+    let closed: serde_json::Value = serde_json::from_str(&server.line()).unwrap();
+    assert_eq!(closed["event"], "closed");
+    assert_eq!(closed["bytes_in"], line.len());
+    assert_eq!(closed["bytes_out"], line.len());
+    assert!(
+        closed.get("reason").is_none(),
+        "a clean end of input is no error: {closed}"
+    );
+
+    server.signal("TERM");
+    let exited = server.wait_exit();
+    assert!(exited.status.success(), "{}", exited.stderr);
+    // Nothing a peer does prints a line per connection at the default
+    // level (rustls warns of the IP address ncat sends as SNI).
+    assert!(
+        !exited.stderr.contains("WARN") && !exited.stderr.contains("SNI"),
+        "{}",
+        exited.stderr
+    );
+}
+
+/// A TLS server (Python's ssl module) that sends one line, then ends the
+/// TCP stream without a TLS close_notify (`SSLSocket.shutdown` is the
+/// socket's, not TLS's), then waits for the client to close. Prints its
+/// port first.
+const SERVER_WITHOUT_CLOSE_NOTIFY: &str = r#"
+import socket, ssl, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(1)
+listener.settimeout(10)
+print(listener.getsockname()[1], flush=True)
+conn, _ = listener.accept()
+conn.settimeout(10)
+tls = ctx.wrap_socket(conn, server_side=True)
+tls.sendall(b"hello without close_notify\n")
+tls.shutdown(socket.SHUT_WR)
+while tls.recv(4096):
+    pass
+"#;
+
+/// The client side of the same: `sockecho connect tls://` against a server
+/// that ends without close_notify prints everything and exits 0.
+#[test]
+fn connect_takes_a_server_end_without_close_notify_as_the_end() {
+    if !require_tool("python3") {
+        return;
+    }
+    let Some((cert, key)) = openssl_cert("no-close-notify") else {
+        return;
+    };
+    let server = common::Proc::spawn(
+        "python3",
+        &["-c", SERVER_WITHOUT_CLOSE_NOTIFY, &cert.text(), &key.text()],
+    );
+    let port = server.line();
+    let endpoint = format!("tls://127.0.0.1:{port}");
+    let out = sockecho(&["connect", &endpoint, "--tls-ca", &cert.text()], b"");
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    assert_eq!(out.stdout_text(), "hello without close_notify\n");
+}

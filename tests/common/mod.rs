@@ -318,6 +318,50 @@ impl Proc {
     }
 }
 
+impl Proc {
+    /// Starts `sockecho ARGS...` whose standard output is read as far as its
+    /// first `first` lines, then not at all until the returned sender sends
+    /// (or is dropped): a reader that stalls, as `serve | sleep 30` does.
+    pub fn sockecho_held(args: &[&str], first: usize) -> (Proc, mpsc::Sender<()>) {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
+        let stdout = child.stdout.take().unwrap();
+        let stderr = Collected::start(child.stderr.take().unwrap());
+        let (tx, lines) = mpsc::channel();
+        let (go, gate) = mpsc::channel::<()>();
+        thread::spawn(move || {
+            for (n, line) in BufReader::new(stdout).lines().enumerate() {
+                if n == first {
+                    // Sent or dropped: either way, read on.
+                    let _ = gate.recv();
+                }
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let proc = Proc {
+            child: KillOnDrop(child),
+            what: format!("sockecho {}", args.join(" ")),
+            lines,
+            stderr,
+        };
+        (proc, go)
+    }
+
+    /// Waits (at most [`WAIT`]) for the process to exit, reading none of
+    /// its standard output.
+    pub fn wait_status(&mut self) -> ExitStatus {
+        wait_until(&mut self.child.0, Instant::now() + WAIT, &self.what)
+    }
+}
+
 /// A running `sockecho serve` and the endpoints its `listen ok` lines gave,
 /// in the order they were printed.
 pub struct Server {

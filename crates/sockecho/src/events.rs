@@ -3,13 +3,42 @@
 //!
 //! This is the only place that writes contract lines; logs go to standard
 //! error through `tracing` and never mix with these.
+//!
+//! Event lines never hold up serving (the contract's "Event output"):
+//! [`Events::stdout`] hands each line to one writer thread through a
+//! bounded queue (`Outbox`), so a reader of standard output that stalls
+//! (`serve | sleep 30`, a terminal paused with Ctrl-S, a slow log shipper)
+//! costs lines, never echo. When the queue is full, per-connection lines
+//! are dropped and counted, and the count is said in one line where the
+//! gap is, once output flows again: `dropped N event lines (standard output
+//! was not being read)`, or `{"event":"dropped","count":N}`. `listen ok`
+//! and `tls fingerprint` lines are never dropped.
+//!
+//! Text lines escape control characters and backslashes (`\n`, `\t`,
+//! `\u{1b}`, `\\`): a peer's Unix socket name is the peer's to choose, and
+//! one holding a newline must not print a second, forged line (`listen ok
+//! ...`) that scripts would believe. JSON lines are escaped by JSON.
 
+use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread;
+use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::endpoint::Endpoint;
+
+/// How many lines wait for a stalled standard output before per-connection
+/// lines are dropped: a few seconds of a busy server's connections, a few
+/// hundred KiB at most.
+pub const QUEUE_LINES: usize = 4096;
+
+/// How long [`Events::finish`] (and the drop of the last handle) waits for
+/// queued lines to be written by default: output that nobody reads must
+/// not hold up the exit for longer.
+pub const FINISH_WAIT: Duration = Duration::from_secs(1);
 
 /// How events are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -32,7 +61,32 @@ struct Sink {
     format: EventFormat,
     /// Drops the per-connection lines (`-q`), keeping `listen ok`.
     quiet: bool,
-    out: Box<dyn Fn(&str) + Send + Sync>,
+    out: Out,
+}
+
+/// A line's way out: straight to the caller's function, or through the
+/// queue to a writer thread (events and trace lines alike).
+pub(crate) enum Out {
+    Call(Box<dyn Fn(&str) + Send + Sync>),
+    Queue(Outbox),
+}
+
+impl Out {
+    /// Sends `line` (newline included) on its way; `keep`: never dropped.
+    pub(crate) fn send(&self, line: String, keep: bool) {
+        match self {
+            Out::Call(out) => out(&line),
+            Out::Queue(outbox) => outbox.push(line, keep),
+        }
+    }
+
+    /// [`Outbox::finish`] for a queue; nothing to do for a function.
+    pub(crate) fn finish(&self, within: Duration) -> u64 {
+        match self {
+            Out::Call(_) => 0,
+            Out::Queue(outbox) => outbox.finish(within),
+        }
+    }
 }
 
 impl std::fmt::Debug for Events {
@@ -60,35 +114,62 @@ struct Record<'a> {
 }
 
 impl Events {
-    /// Events written to standard output.
+    /// Events written to standard output by a writer thread of their own,
+    /// so that a stalled reader never holds up serving (per-connection
+    /// lines are dropped and counted instead). Call
+    /// [`finish`](Events::finish) before exiting, or the last lines may be
+    /// lost.
     pub fn stdout(format: EventFormat, quiet: bool) -> Events {
-        Events::to(format, quiet, |line| {
-            let mut out = std::io::stdout().lock();
-            // A closed stdout (`| head`) must not stop the server; the
-            // write error is ignored, like a dropped log line.
-            let _ = out.write_all(line.as_bytes());
-            let _ = out.flush();
-        })
+        // A closed stdout (`| head`) must not stop the server: the writer
+        // ignores write errors, like a dropped log line.
+        Events::writer(format, quiet, std::io::stdout())
     }
 
-    /// Events handed, one line at a time (newline included), to `out`.
+    /// Events written to `out` (flushed after each batch of lines) by a
+    /// writer thread, through a queue of [`QUEUE_LINES`] lines, as
+    /// [`stdout`](Events::stdout) does: for a log file or a pipe of the
+    /// caller's.
+    pub fn writer(format: EventFormat, quiet: bool, out: impl Write + Send + 'static) -> Events {
+        let dropped = match format {
+            EventFormat::Text => dropped_text,
+            EventFormat::Json => dropped_json,
+        };
+        let outbox = Outbox::start("sockecho-events", QUEUE_LINES, Box::new(out), dropped);
+        Events::with(format, quiet, Out::Queue(outbox))
+    }
+
+    /// Events handed, one line at a time (newline included), to `out`, on
+    /// the thread that emits them: `out` must not block (tests, embedding).
     pub fn to(
         format: EventFormat,
         quiet: bool,
         out: impl Fn(&str) + Send + Sync + 'static,
     ) -> Events {
+        Events::with(format, quiet, Out::Call(Box::new(out)))
+    }
+
+    fn with(format: EventFormat, quiet: bool, out: Out) -> Events {
         Events {
-            inner: Some(Arc::new(Sink {
-                format,
-                quiet,
-                out: Box::new(out),
-            })),
+            inner: Some(Arc::new(Sink { format, quiet, out })),
         }
     }
 
     /// No events at all (a server embedded in another program's tests).
     pub fn silent() -> Events {
         Events { inner: None }
+    }
+
+    /// Writes what is queued (saying how many lines were dropped, if any
+    /// were), waiting at most `within` for the output to take it, then
+    /// stops the writer thread: the program is about to exit. Returns how
+    /// many lines could not be written in time (the output was not being
+    /// read); later lines are discarded. Nothing to do for
+    /// [`to`](Events::to) and [`silent`](Events::silent) sinks. The last
+    /// handle's drop does the same with [`FINISH_WAIT`].
+    pub fn finish(&self, within: Duration) -> u64 {
+        self.inner
+            .as_ref()
+            .map_or(0, |sink| sink.out.finish(within))
     }
 
     /// The endpoint is bound and accepting traffic.
@@ -139,18 +220,30 @@ impl Events {
         });
     }
 
+    /// `per_connection` lines are the ones `-q` leaves out and a full
+    /// queue drops.
     fn emit(&self, per_connection: bool, record: Record<'_>, text: impl FnOnce() -> String) {
         let Some(sink) = &self.inner else { return };
         if per_connection && sink.quiet {
             return;
         }
         let mut line = match sink.format {
-            EventFormat::Text => text(),
+            EventFormat::Text => escape_controls(text()),
             EventFormat::Json => serde_json::to_string(&record).unwrap_or_default(),
         };
         line.push('\n');
-        (sink.out)(&line);
+        sink.out.send(line, !per_connection);
     }
+}
+
+/// The text line saying how many event lines were dropped.
+fn dropped_text(count: u64) -> String {
+    format!("dropped {count} event lines (standard output was not being read)\n")
+}
+
+/// The JSON line saying how many event lines (or trace lines) were dropped.
+pub(crate) fn dropped_json(count: u64) -> String {
+    format!("{{\"event\":\"dropped\",\"count\":{count}}}\n")
 }
 
 impl<'a> Record<'a> {
@@ -167,10 +260,274 @@ impl<'a> Record<'a> {
     }
 }
 
+/// Whether a character would break a text line or be read as something it
+/// is not: control characters (newline, carriage return, escape...) and
+/// the backslash that introduces an escape.
+fn needs_escape(c: char) -> bool {
+    c.is_control() || c == '\\'
+}
+
+/// `text` with control characters and backslashes escaped as Rust writes
+/// them (`\n`, `\t`, `\0`, `\u{1b}`, `\\`); the same string, not a copy,
+/// when there is nothing to escape (nearly always).
+pub(crate) fn escape_controls(text: String) -> String {
+    match escape(&text) {
+        Cow::Borrowed(_) => text,
+        Cow::Owned(escaped) => escaped,
+    }
+}
+
+/// [`escape_controls`] of a borrowed string.
+pub(crate) fn escape(text: &str) -> Cow<'_, str> {
+    if !text.contains(needs_escape) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if needs_escape(c) {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Lines on their way to one writer thread through a bounded queue, so
+/// that whoever emits a line never waits on whoever reads the output.
+///
+/// A line pushed as droppable when [`QUEUE_LINES`] (the capacity) are
+/// already waiting is dropped and counted; the count becomes one line of
+/// its own (made by the `dropped` function given) in the place of the gap:
+/// before the next line queued, or after the last one when the queue
+/// drains. Lines that must not be lost (`listen ok`) are queued whatever
+/// the length: there are a handful of them, before serving starts.
+///
+/// One lock per line, never held while writing: lines are per connection
+/// or per socket call, never per message.
+pub(crate) struct Outbox {
+    shared: Arc<Shared>,
+    writer: Mutex<Option<thread::JoinHandle<()>>>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// The writer waits here for lines, or for the end.
+    wake: Condvar,
+    /// [`Outbox::finish`] waits here for the writer to be done.
+    done: Condvar,
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Entry>,
+    /// Lines dropped since the last entry was queued.
+    dropped: u64,
+    /// Finish asked: write what is queued, then stop.
+    closing: bool,
+    /// The writer has stopped; lines pushed now are discarded.
+    stopped: bool,
+}
+
+enum Entry {
+    Line(String),
+    /// This many lines were dropped here.
+    Dropped(u64),
+}
+
+/// Lines the writer takes from the queue at a time: one write and one
+/// flush for all of them.
+const BATCH: usize = 256;
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere while holding the lock leaves a queue that is
+        // still consistent (pushes and pops are single calls).
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Outbox {
+    /// Starts the writer thread, named `name`, writing to `out`.
+    pub(crate) fn start(
+        name: &str,
+        capacity: usize,
+        out: Box<dyn Write + Send>,
+        dropped: fn(u64) -> String,
+    ) -> Outbox {
+        let shared = Arc::new(Shared {
+            // The queue grows only as far as lines wait: an idle server
+            // holds no buffer of thousands of lines.
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+            done: Condvar::new(),
+            capacity,
+        });
+        let writer_shared = shared.clone();
+        let writer = thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || write_lines(&writer_shared, out, dropped));
+        let writer = match writer {
+            Ok(handle) => Some(handle),
+            Err(_) => {
+                // No thread (out of threads or memory): no output rather
+                // than a server that cannot start; pushes are discarded.
+                shared.lock().stopped = true;
+                None
+            }
+        };
+        Outbox {
+            shared,
+            writer: Mutex::new(writer),
+        }
+    }
+
+    /// Queues `line` (newline included). A full queue drops it and counts
+    /// it, unless `keep`: then it is queued whatever the length.
+    pub(crate) fn push(&self, line: String, keep: bool) {
+        let mut state = self.shared.lock();
+        if state.stopped {
+            return;
+        }
+        if !keep && state.queue.len() >= self.shared.capacity {
+            state.dropped += 1;
+            return;
+        }
+        let was_empty = state.queue.is_empty();
+        if state.dropped > 0 {
+            let count = std::mem::take(&mut state.dropped);
+            state.queue.push_back(Entry::Dropped(count));
+        }
+        state.queue.push_back(Entry::Line(line));
+        drop(state);
+        // The writer only waits on an empty queue.
+        if was_empty {
+            self.shared.wake.notify_one();
+        }
+    }
+
+    /// Lets the writer write what is queued (and the count of lines
+    /// dropped since), waits for it at most `within`, and stops it.
+    /// Returns the lines not written (queued or dropped) when the output
+    /// did not take them in time; the writer is then left behind, blocked
+    /// on its write, and every later line is discarded.
+    pub(crate) fn finish(&self, within: Duration) -> u64 {
+        let mut state = self.shared.lock();
+        state.closing = true;
+        self.shared.wake.notify_one();
+        state = self
+            .shared
+            .done
+            .wait_timeout_while(state, within, |s| !s.stopped)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
+        if !state.stopped {
+            state.stopped = true;
+            let queued = state.queue.iter().map(Entry::lines).sum::<u64>();
+            let lost = queued + std::mem::take(&mut state.dropped);
+            state.queue.clear();
+            return lost;
+        }
+        drop(state);
+        let writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(writer) = writer {
+            // It has said it stopped: the join is immediate.
+            let _ = writer.join();
+        }
+        0
+    }
+}
+
+impl Drop for Outbox {
+    /// The last handle is gone: what is queued still goes out, within
+    /// [`FINISH_WAIT`].
+    fn drop(&mut self) {
+        if !self.shared.lock().stopped {
+            self.finish(FINISH_WAIT);
+        }
+    }
+}
+
+impl Entry {
+    /// The lines this entry stands for.
+    fn lines(&self) -> u64 {
+        match self {
+            Entry::Line(_) => 1,
+            Entry::Dropped(count) => *count,
+        }
+    }
+}
+
+/// The writer thread: takes lines in batches, writes and flushes each
+/// batch, until finish is asked and the queue is empty.
+fn write_lines(shared: &Shared, mut out: Box<dyn Write + Send>, dropped: fn(u64) -> String) {
+    let mut batch = Vec::with_capacity(BATCH + 1);
+    let mut bytes = Vec::with_capacity(PIPE_BUF);
+    // After a broken pipe (`serve | head`) lines are taken and thrown
+    // away: nobody will read them.
+    let mut broken = false;
+    loop {
+        {
+            let state = shared.lock();
+            let mut state = shared
+                .wake
+                .wait_while(state, |s| {
+                    s.queue.is_empty() && s.dropped == 0 && !s.closing && !s.stopped
+                })
+                .unwrap_or_else(PoisonError::into_inner);
+            if state.stopped || (state.queue.is_empty() && state.dropped == 0) {
+                state.stopped = true;
+                drop(state);
+                shared.done.notify_all();
+                return;
+            }
+            let take = state.queue.len().min(BATCH);
+            batch.extend(state.queue.drain(..take));
+            // Drops after the last queued line are said once the queue
+            // has drained: output flows again.
+            if state.queue.is_empty() && state.dropped > 0 {
+                batch.push(Entry::Dropped(std::mem::take(&mut state.dropped)));
+            }
+        }
+        let mut write = |bytes: &mut Vec<u8>| {
+            if !broken && let Err(e) = out.write_all(bytes).and_then(|()| out.flush()) {
+                broken = e.kind() == std::io::ErrorKind::BrokenPipe;
+            }
+            bytes.clear();
+        };
+        for entry in batch.drain(..) {
+            let line = match entry {
+                Entry::Line(line) => line,
+                Entry::Dropped(count) => dropped(count),
+            };
+            // Whole lines of at most PIPE_BUF bytes a write: a pipe takes
+            // each at once, so another writer to the same pipe (logs on
+            // standard error) never lands inside one of these lines.
+            if !bytes.is_empty() && bytes.len() + line.len() > PIPE_BUF {
+                write(&mut bytes);
+            }
+            bytes.extend_from_slice(line.as_bytes());
+        }
+        write(&mut bytes);
+    }
+}
+
+/// The most a write to a pipe delivers in one piece (`PIPE_BUF` on Linux;
+/// elsewhere at least 512, and lines are rarely longer).
+const PIPE_BUF: usize = 4096;
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
+    use std::sync::mpsc;
+    use std::time::Instant;
+
+    const WAIT: Duration = Duration::from_secs(10);
 
     fn capture(format: EventFormat, quiet: bool) -> (Events, Arc<Mutex<String>>) {
         let seen = Arc::new(Mutex::new(String::new()));
@@ -179,6 +536,220 @@ mod tests {
             sink.lock().unwrap().push_str(line)
         });
         (events, seen)
+    }
+
+    /// An output that blocks every write until the test opens it, like a
+    /// pipe nobody reads; it says when a write starts.
+    #[derive(Clone)]
+    struct Stalled {
+        open: Arc<(Mutex<bool>, Condvar)>,
+        seen: Arc<Mutex<Vec<u8>>>,
+        started: mpsc::Sender<()>,
+    }
+
+    impl Stalled {
+        fn new() -> (Stalled, mpsc::Receiver<()>) {
+            let (started, writes) = mpsc::channel();
+            let out = Stalled {
+                open: Arc::new((Mutex::new(false), Condvar::new())),
+                seen: Arc::new(Mutex::new(Vec::new())),
+                started,
+            };
+            (out, writes)
+        }
+
+        fn open(&self) {
+            *self.open.0.lock().unwrap() = true;
+            self.open.1.notify_all();
+        }
+
+        fn text(&self) -> String {
+            String::from_utf8(self.seen.lock().unwrap().clone()).unwrap()
+        }
+
+        /// Waits (at most [`WAIT`]) until what was written contains `want`.
+        fn wait_for(&self, want: &str) -> String {
+            let deadline = Instant::now() + WAIT;
+            loop {
+                let text = self.text();
+                if text.contains(want) {
+                    return text;
+                }
+                assert!(Instant::now() < deadline, "{want:?} never came: {text:?}");
+                thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+
+    impl Write for Stalled {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let _ = self.started.send(());
+            let (open, cond) = &*self.open;
+            let guard = cond
+                .wait_while(open.lock().unwrap(), |open| !*open)
+                .unwrap();
+            drop(guard);
+            self.seen.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn numbered(count: u64) -> String {
+        format!("[{count} dropped]\n")
+    }
+
+    /// An outbox of `capacity` lines whose writer has taken `first` and is
+    /// blocked writing it.
+    fn stalled_outbox(capacity: usize) -> (Outbox, Stalled) {
+        let (out, writes) = Stalled::new();
+        let outbox = Outbox::start("test-writer", capacity, Box::new(out.clone()), numbered);
+        outbox.push("first\n".into(), true);
+        writes
+            .recv_timeout(WAIT)
+            .expect("the writer starts writing");
+        (outbox, out)
+    }
+
+    #[test]
+    fn a_full_queue_drops_lines_and_says_how_many_where_the_gap_is() {
+        let (outbox, out) = stalled_outbox(2);
+        outbox.push("a\n".into(), false);
+        outbox.push("b\n".into(), false);
+        // Full: these three are dropped, without waiting.
+        let started = Instant::now();
+        for line in ["c\n", "d\n", "e\n"] {
+            outbox.push(line.into(), false);
+        }
+        assert!(started.elapsed() < Duration::from_secs(1));
+        // A line that must not be lost is queued anyway, after the count
+        // (and beyond the capacity: the next droppable line is dropped).
+        outbox.push("kept\n".into(), true);
+        outbox.push("f\n".into(), false);
+        out.open();
+        assert_eq!(outbox.finish(WAIT), 0);
+        assert_eq!(out.text(), "first\na\nb\n[3 dropped]\nkept\n[1 dropped]\n");
+    }
+
+    #[test]
+    fn drops_are_said_once_output_flows_again_without_another_line() {
+        let (outbox, out) = stalled_outbox(1);
+        outbox.push("a\n".into(), false);
+        outbox.push("b\n".into(), false);
+        outbox.push("c\n".into(), false);
+        out.open();
+        assert_eq!(out.wait_for("dropped"), "first\na\n[2 dropped]\n");
+        assert_eq!(outbox.finish(WAIT), 0);
+    }
+
+    #[test]
+    fn finish_says_the_drops_still_pending() {
+        let (outbox, out) = stalled_outbox(0);
+        outbox.push("a\n".into(), false);
+        out.open();
+        assert_eq!(outbox.finish(WAIT), 0);
+        assert_eq!(out.text(), "first\n[1 dropped]\n");
+        // Lines after finish are discarded, not queued for nobody.
+        outbox.push("late\n".into(), true);
+        assert_eq!(outbox.shared.lock().queue.len(), 0);
+    }
+
+    #[test]
+    fn finish_gives_up_on_an_output_nobody_reads() {
+        let (outbox, out) = stalled_outbox(2);
+        outbox.push("a\n".into(), false);
+        outbox.push("b\n".into(), false);
+        outbox.push("c\n".into(), false);
+        let started = Instant::now();
+        // Two queued and one dropped are lost; the writer stays blocked.
+        assert_eq!(outbox.finish(Duration::from_millis(50)), 3);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // Dropping the last handle does not wait again.
+        let started = Instant::now();
+        drop(outbox);
+        assert!(started.elapsed() < Duration::from_millis(500));
+        // Let the writer thread end.
+        out.open();
+    }
+
+    #[test]
+    fn dropping_the_last_handle_writes_what_is_queued() {
+        let (out, _writes) = Stalled::new();
+        out.open();
+        let events = Events::writer(EventFormat::Text, false, out.clone());
+        events.listen(&Endpoint::default());
+        drop(events.clone());
+        drop(events);
+        assert_eq!(out.text(), "listen ok tcp://127.0.0.1:9999\n");
+    }
+
+    #[test]
+    fn events_drop_per_connection_lines_never_listen_ok() {
+        for format in [EventFormat::Text, EventFormat::Json] {
+            let (out, writes) = Stalled::new();
+            let events = Events::writer(format, false, out.clone());
+            let ep = Endpoint::default();
+            events.listen(&ep);
+            writes
+                .recv_timeout(WAIT)
+                .expect("the writer starts writing");
+            let extra = 10;
+            for _ in 0..QUEUE_LINES + extra {
+                events.connection(&"127.0.0.1:1", &ep);
+            }
+            events.tls_fingerprint(&ep, "ab");
+            out.open();
+            assert_eq!(events.finish(WAIT), 0);
+            let text = out.text();
+            let lines: Vec<&str> = text.lines().collect();
+            assert_eq!(lines.len(), 1 + QUEUE_LINES + 2, "{format:?}");
+            let (dropped, fingerprint) = (lines[1 + QUEUE_LINES], lines[2 + QUEUE_LINES]);
+            match format {
+                EventFormat::Text => {
+                    assert_eq!(
+                        dropped,
+                        "dropped 10 event lines (standard output was not being read)"
+                    );
+                    assert_eq!(fingerprint, "tls fingerprint sha256:ab");
+                }
+                EventFormat::Json => {
+                    let value: serde_json::Value = serde_json::from_str(dropped).unwrap();
+                    assert_eq!(value, serde_json::json!({"event": "dropped", "count": 10}));
+                    assert!(fingerprint.contains("\"sha256:ab\""), "{fingerprint}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn text_lines_escape_control_characters_and_backslashes() {
+        let (events, seen) = capture(EventFormat::Text, false);
+        let ep: Endpoint = "unix:/tmp/a\\b".parse().unwrap();
+        events.connection(&"unix:/tmp/x\nlisten ok tcp://1.2.3.4:5\t\u{1b}[2J", &ep);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            "connection from unix:/tmp/x\\nlisten ok tcp://1.2.3.4:5\\t\\u{1b}[2J \
+             on unix:/tmp/a\\\\b\n"
+        );
+        // Nothing to escape: the line as it was.
+        assert_eq!(
+            escape("café 127.0.0.1:1"),
+            Cow::Borrowed("café 127.0.0.1:1")
+        );
+        assert_eq!(escape("\u{85}\r\0"), "\\u{85}\\r\\0");
+    }
+
+    #[test]
+    fn json_lines_keep_control_characters_as_json_escapes() {
+        let (events, seen) = capture(EventFormat::Json, false);
+        events.connection(&"unix:x\ny", &Endpoint::default());
+        let line = seen.lock().unwrap().clone();
+        assert_eq!(line.lines().count(), 1);
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["peer"], "unix:x\ny");
     }
 
     #[test]

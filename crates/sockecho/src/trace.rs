@@ -36,19 +36,25 @@
 //! | `eof` | `peer` (the peer half-closed: read returned 0) |
 //! | `shutdown` | `peer`, `side` (`write`: our half-close) |
 //! | `close` | `peer` (traced just before the descriptor is closed) |
+//! | `dropped` | `count` (lines lost to a standard error nobody read, [`Tracer::stderr`]) |
+//!
+//! Text values holding a space, a quote, `=`, a backslash or a control
+//! character are quoted and escaped as Rust writes strings (`"a\nb"`), so
+//! a peer's name cannot break a line or forge another.
 //!
 //! A disabled [`Tracer`] is one `None` check per call and formats nothing,
 //! so the echo path pays nothing when tracing is off; an enabled one
-//! writes at socket calls and timer ticks, never per message.
+//! writes at socket calls and timer ticks, never per message, and hands
+//! each line to a writer thread rather than wait on standard error.
 
 use std::convert::Infallible;
 use std::fmt::{self, Display};
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::events::EventFormat;
+use crate::events::{EventFormat, Out, Outbox, QUEUE_LINES};
 use tcp_info::{LISTEN, TcpInfo, state_name};
 
 mod tcp_info;
@@ -69,7 +75,7 @@ struct Sink {
     format: EventFormat,
     /// Time between samples of a live connection or a listener's queue.
     interval: Duration,
-    out: Box<dyn Fn(&str) + Send + Sync>,
+    out: Out,
 }
 
 impl fmt::Debug for Tracer {
@@ -89,27 +95,62 @@ impl Tracer {
 
     /// Trace lines on standard error, sampling every `interval` (a zero
     /// interval is taken as 1 ms: a timer cannot tick continuously).
+    ///
+    /// A writer thread of its own writes them, through a queue of
+    /// [`QUEUE_LINES`] lines, as the events on standard output are: a
+    /// standard error that is read slowly (a terminal paused with Ctrl-S,
+    /// a slow log shipper) costs trace lines, never serving. Lines that
+    /// find the queue full are dropped and counted, and the count is said
+    /// in their place once the output flows again: `trace: dropped
+    /// count=N`, or `{"event":"dropped","count":N}`. Call
+    /// [`finish`](Tracer::finish) before exiting (the last handle's drop
+    /// does it too), or the last lines may be lost.
     pub fn stderr(format: EventFormat, interval: Duration) -> Tracer {
-        Tracer::to(format, interval, |line| {
-            // One write per line, so lines from concurrent connections do
-            // not interleave; a closed stderr must not stop the server.
-            let _ = io::stderr().lock().write_all(line.as_bytes());
-        })
+        let dropped = match format {
+            EventFormat::Text => dropped_text,
+            EventFormat::Json => crate::events::dropped_json,
+        };
+        // Each batch is one write: lines from concurrent connections do
+        // not interleave; a closed stderr must not stop the server (the
+        // writer ignores write errors).
+        let outbox = Outbox::start(
+            "sockecho-trace",
+            QUEUE_LINES,
+            Box::new(io::stderr()),
+            dropped,
+        );
+        Tracer::with(format, interval, Out::Queue(outbox))
     }
 
-    /// Trace lines handed, one at a time (newline included), to `out`.
+    /// Trace lines handed, one at a time (newline included), to `out`, on
+    /// the thread that traces: `out` must not block (tests, embedding).
     pub fn to(
         format: EventFormat,
         interval: Duration,
         out: impl Fn(&str) + Send + Sync + 'static,
     ) -> Tracer {
+        Tracer::with(format, interval, Out::Call(Box::new(out)))
+    }
+
+    fn with(format: EventFormat, interval: Duration, out: Out) -> Tracer {
         Tracer {
             inner: Some(Arc::new(Sink {
                 format,
                 interval: interval.max(Duration::from_millis(1)),
-                out: Box::new(out),
+                out,
             })),
         }
+    }
+
+    /// Writes what is queued (and how many lines were dropped), waiting at
+    /// most `within` for standard error to take it, then stops the writer
+    /// thread: the program is about to exit. Returns how many lines could
+    /// not be written in time; later lines are discarded. Nothing to do
+    /// for a disabled tracer or a [`to`](Tracer::to) sink.
+    pub fn finish(&self, within: Duration) -> u64 {
+        self.inner
+            .as_ref()
+            .map_or(0, |sink| sink.out.finish(within))
     }
 
     /// Whether anything is traced.
@@ -263,8 +304,15 @@ impl Tracer {
         let Some(sink) = &self.inner else { return };
         let mut record = Record::default();
         fill(&mut record);
-        (sink.out)(&record.render(event, sink.format));
+        // Every trace line may be dropped: none is part of the contract's
+        // promises the way `listen ok` is.
+        sink.out.send(record.render(event, sink.format), false);
     }
+}
+
+/// The text line saying how many trace lines were dropped.
+fn dropped_text(count: u64) -> String {
+    format!("trace: dropped count={count}\n")
 }
 
 /// The sampling clock of [`Tracer::ticks`]: select on [`tick`](Ticks::tick)
@@ -361,8 +409,15 @@ impl Record {
                     match value {
                         Value::Num(n) => line.push_str(&n.to_string()),
                         // Quoted only when a space or quote would make the
-                        // line ambiguous (a Unix path, an error reason).
-                        Value::Text(t) if t.is_empty() || t.contains([' ', '"', '=']) => {
+                        // line ambiguous (a Unix path, an error reason), or
+                        // a control character or backslash would break it
+                        // or forge another (a peer's socket name holding a
+                        // newline): Debug quoting escapes those.
+                        Value::Text(t)
+                            if t.is_empty()
+                                || t.contains([' ', '"', '=', '\\'])
+                                || t.contains(char::is_control) =>
+                        {
                             line.push_str(&format!("{t:?}"));
                         }
                         Value::Text(t) => line.push_str(t),
@@ -422,6 +477,23 @@ mod tests {
             "trace: socket family=AF_UNIX type=SOCK_STREAM\n\
              trace: bind addr=\"unix:/tmp/a b\" local=\"unix:/tmp/a b\"\n"
         );
+    }
+
+    #[test]
+    fn text_values_with_control_characters_or_backslashes_are_escaped() {
+        let (tracer, seen) = capture(EventFormat::Text);
+        tracer.accept(&"unix:/tmp/x\nlisten ok tcp://1.2.3.4:5", None);
+        tracer.accept(&"unix:/tmp/a\\b\u{1b}", None);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            "trace: accept peer=\"unix:/tmp/x\\nlisten ok tcp://1.2.3.4:5\"\n\
+             trace: accept peer=\"unix:/tmp/a\\\\b\\u{1b}\"\n"
+        );
+    }
+
+    #[test]
+    fn the_dropped_line_reads_like_the_other_trace_lines() {
+        assert_eq!(dropped_text(7), "trace: dropped count=7\n");
     }
 
     #[test]

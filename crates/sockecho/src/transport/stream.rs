@@ -262,7 +262,21 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            // A peer that ends its input with a TCP FIN and no TLS
+            // close_notify (ncat, many HTTP clients) has still ended it:
+            // rustls says so as UnexpectedEof ("peer closed connection
+            // without sending TLS close_notify"), read here as the end of
+            // the stream, so the echo sends back what it read, ends its own
+            // side with close_notify and closes cleanly, and a client
+            // prints all the server sent. (The truncation close_notify
+            // guards against matters to a protocol whose length is in its
+            // framing; an echo has none.)
+            Stream::Tls(s) => match Pin::new(s.as_mut()).poll_read(cx, buf) {
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    Poll::Ready(Ok(()))
+                }
+                other => other,
+            },
         }
     }
 }
