@@ -286,3 +286,93 @@ fn nc_sending_the_same_line_again_and_again_is_answered() {
         out.stderr
     );
 }
+
+// ---------------------------------------------------------------------------
+// IPv6 zones (RFC 6874)
+
+#[test]
+fn link_local_addresses_work_with_a_zone() {
+    let Some(ns) = Netns::create() else {
+        return;
+    };
+    // A bridge with no port: an interface of our own (the dummy module
+    // may be missing).
+    ns.exec_ok(&["ip", "link", "add", "d0", "type", "bridge"]);
+    ns.exec_ok(&["ip", "link", "set", "d0", "up"]);
+    ns.exec_ok(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "fe80::1/64",
+        "dev",
+        "d0",
+        "nodad",
+    ]);
+    let server = ns.serve(&["udp://[fe80::1%d0]:0", "tcp://[fe80::1%d0]:0"], &["-q"]);
+    // Printed with the zone it was given, by name.
+    assert!(
+        server.endpoints[0].starts_with("udp://[fe80::1%d0]:"),
+        "{:?}",
+        server.endpoints
+    );
+    for endpoint in &server.endpoints {
+        let out = ns.exec(&[BIN, "ping", endpoint, "-c", "2", "-i", "10ms"], b"");
+        assert!(out.status.success(), "{endpoint}: {}", out.stdout_text());
+    }
+    // The URL form of the zone, `%25`, and the interface's index work too.
+    let port = server.endpoints[1].rsplit(':').next().unwrap();
+    let index = ns.exec_ok(&["cat", "/sys/class/net/d0/ifindex"]);
+    for target in [
+        format!("[fe80::1%25d0]:{port}"),
+        format!("[fe80::1%{}]:{port}", index.trim()),
+    ] {
+        let out = ns.exec(&[BIN, "connect", &target, "-m", "zoned"], b"");
+        assert!(out.status.success(), "{target}: {}", out.stderr);
+        assert_eq!(out.stdout_text(), "zoned\n");
+    }
+}
+
+/// `localhost` is `::1` and `127.0.0.1` on Debian and Ubuntu (both in the
+/// hosts file, IPv6 first): a server of the name serves both, on one
+/// port, and a UDP client of the name finds a server on either, as a TCP
+/// one does.
+#[test]
+fn a_name_with_two_addresses_is_served_on_both_and_found_on_either() {
+    let Some(ns) = Netns::create() else {
+        return;
+    };
+    ns.hosts("::1 localhost\n127.0.0.1 localhost\n");
+    let mut argv = vec![BIN, "serve", "udp://localhost:0", "tcp://localhost:0", "-q"];
+    if std::env::var("SOCKECHO_TEST_ENGINE").is_ok_and(|e| e == "epoll") {
+        argv.push("--epoll");
+    }
+    let server = ns.spawn(&argv);
+    let lines: Vec<String> = (0..4).map(|_| server.listen_ok()).collect();
+    let port = |line: &str| line.rsplit(':').next().unwrap().to_owned();
+    for (scheme, pair) in ["udp", "tcp"].iter().zip(lines.chunks(2)) {
+        assert_eq!(
+            pair,
+            [
+                format!("{scheme}://[::1]:{}", port(&pair[0])),
+                format!("{scheme}://127.0.0.1:{}", port(&pair[0]))
+            ],
+            "{lines:?}"
+        );
+        // Each address echoes: clients of both families are served.
+        for endpoint in pair {
+            let out = ns.exec(&[BIN, "connect", endpoint, "-m", "either"], b"");
+            assert!(out.status.success(), "{endpoint}: {}", out.stderr);
+            assert_eq!(out.stdout_text(), "either\n", "{endpoint}");
+        }
+    }
+    drop(server);
+
+    // A server on 127.0.0.1 only: `udp://localhost:P` tries `::1`, is
+    // refused, and goes on to `127.0.0.1`.
+    let server = ns.serve(&["udp://127.0.0.1:0"], &["-q"]);
+    let target = format!("udp://localhost:{}", port(server.endpoint()));
+    let out = ns.exec(&[BIN, "connect", &target, "-m", "found"], b"");
+    assert!(out.status.success(), "{target}: {}", out.stderr);
+    assert_eq!(out.stdout_text(), "found\n");
+}

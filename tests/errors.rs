@@ -177,3 +177,19 @@ fn low_port_permission_denied_has_a_hint() {
     );
     assert!(line.contains("CAP_NET_BIND_SERVICE"), "{line}");
 }
+
+#[test]
+fn a_link_local_address_without_a_zone_says_a_zone_is_needed() {
+    for args in [
+        &["connect", "[fe80::1]:9999", "-m", "x"][..],
+        &["serve", "udp://[fe80::1]:0"],
+        &["ping", "udp://[fe80::1%no-such-if0]:9999", "-c", "1"],
+    ] {
+        let out = sockecho(args, b"");
+        let line = assert_error_line(&out, 1);
+        assert!(
+            line.contains("needs a zone") || line.contains("no network interface named"),
+            "{args:?}: {line}"
+        );
+    }
+}

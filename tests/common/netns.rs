@@ -34,6 +34,15 @@ impl Netns {
         Some(ns)
     }
 
+    /// Gives the namespace's processes a hosts file of their own:
+    /// `ip netns exec` mounts `/etc/netns/NAME/hosts` over `/etc/hosts`
+    /// (removed with the namespace).
+    pub fn hosts(&self, text: &str) {
+        let dir = format!("/etc/netns/{}", self.name);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{dir}: {e}"));
+        std::fs::write(format!("{dir}/hosts"), text).unwrap_or_else(|e| panic!("{dir}/hosts: {e}"));
+    }
+
     /// Its name, for `ip -n NAME`.
     pub fn name(&self) -> &str {
         &self.name
@@ -110,6 +119,7 @@ impl Drop for Netns {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .output();
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.name));
     }
 }
 

@@ -158,19 +158,23 @@ where
 {
     let endpoint = &config.endpoint;
     let timeout = config.timeout.unwrap_or(DEFAULT_REPLY_TIMEOUT);
-    let socket = Datagram::connect(endpoint).await?;
+    let mut socket = Datagram::connect(endpoint).await?;
+    // A name's other addresses, tried in turn while the one in use is
+    // refused before anything came back (`localhost` is `::1` first on
+    // many hosts, and the server may be on 127.0.0.1 only).
+    let mut others = match endpoint {
+        crate::endpoint::Endpoint::Udp(_) => endpoint.resolve().await.unwrap_or_default(),
+        _ => Vec::new(),
+    }
+    .into_iter()
+    .skip(1);
+    let mut answered = false;
     let mut reply = vec![0u8; socket.max_datagram()];
     // The last message sent more than once: a late reply to it must not
     // be taken for the reply to the next.
     let mut resent: Option<Vec<u8>> = None;
     let mut exchange = async |message: &[u8]| -> Result<(), Error> {
-        let send = async || {
-            socket
-                .send(message)
-                .await
-                .map_err(|e| Error::connect(endpoint, e))
-        };
-        send().await?;
+        let mut sent = socket.send(message).await;
         // A datagram or its reply may be lost (or held back by a server's
         // loop guard, when the same bytes go back and forth): send it again
         // after RETRY_FIRST, then twice as long each time, until the
@@ -179,17 +183,36 @@ where
         let mut wait = RETRY_FIRST.min(timeout);
         let mut sent_again = false;
         let n = loop {
-            let until = (tokio::time::Instant::now() + wait).min(deadline);
-            match tokio::time::timeout_at(until, socket.recv(&mut reply)).await {
-                Ok(received) => {
-                    let n = received.map_err(|e| Error::connect(endpoint, e))?;
+            let received = match sent {
+                Ok(_) => {
+                    let until = (tokio::time::Instant::now() + wait).min(deadline);
+                    tokio::time::timeout_at(until, socket.recv(&mut reply)).await
+                }
+                Err(e) => Ok(Err(e)),
+            };
+            match received {
+                Ok(Ok(n)) => {
                     let stale = resent
                         .as_deref()
                         .is_some_and(|old| old != message && old == &reply[..n]);
                     if !stale {
+                        answered = true;
                         break n;
                     }
+                    sent = Ok(0);
                 }
+                // Nobody there: the name's next address, if nothing came
+                // back from this one yet.
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused && !answered => {
+                    let Some(next) = others.next() else {
+                        return Err(Error::connect(endpoint, e));
+                    };
+                    socket = Datagram::connect_ip(next)
+                        .await
+                        .map_err(|e| Error::connect(endpoint, e))?;
+                    sent = socket.send(message).await;
+                }
+                Ok(Err(e)) => return Err(Error::connect(endpoint, e)),
                 Err(_) if tokio::time::Instant::now() >= deadline => {
                     return Err(Error::NoReply {
                         endpoint: endpoint.to_string(),
@@ -197,7 +220,7 @@ where
                     });
                 }
                 Err(_) => {
-                    send().await?;
+                    sent = socket.send(message).await;
                     sent_again = true;
                     wait *= 2;
                 }

@@ -63,6 +63,9 @@ pub struct HostPort {
 pub enum Host {
     /// An IPv4 or IPv6 literal.
     Ip(IpAddr),
+    /// An IPv6 literal with a zone (`[fe80::1%eth0]`, RFC 6874): the
+    /// interface a link-local address is on, by name or index.
+    Zoned(Ipv6Addr, String),
     /// A name such as `localhost`, resolved by the system resolver.
     Name(String),
 }
@@ -139,9 +142,20 @@ impl Endpoint {
 
     /// The same transport at another IP address: how a server reports the
     /// address it really bound (`tcp://127.0.0.1:0` becomes `...:41234`).
+    /// An address with a scope keeps the zone it was given by name.
     pub fn with_addr(&self, addr: SocketAddr) -> Endpoint {
+        let host = match addr {
+            SocketAddr::V6(v6) if v6.scope_id() != 0 => {
+                let zone = match self.host_port().map(|hp| &hp.host) {
+                    Some(Host::Zoned(_, zone)) => zone.clone(),
+                    _ => v6.scope_id().to_string(),
+                };
+                Host::Zoned(*v6.ip(), zone)
+            }
+            _ => Host::Ip(addr.ip()),
+        };
         let hp = HostPort {
-            host: Host::Ip(addr.ip()),
+            host,
             port: addr.port(),
         };
         match self {
@@ -158,7 +172,20 @@ impl Endpoint {
             return Ok(Vec::new());
         };
         match &hp.host {
+            Host::Ip(IpAddr::V6(ip)) if is_link_local(ip) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a link-local address needs a zone, the interface it is on: [{ip}%IFACE]:{}",
+                    hp.port
+                ),
+            )),
             Host::Ip(ip) => Ok(vec![SocketAddr::new(*ip, hp.port)]),
+            Host::Zoned(ip, zone) => {
+                let scope = zone_index(zone)?;
+                Ok(vec![SocketAddr::V6(std::net::SocketAddrV6::new(
+                    *ip, hp.port, 0, scope,
+                ))])
+            }
             Host::Name(name) => {
                 let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), hp.port))
                     .await?
@@ -174,6 +201,32 @@ impl Endpoint {
             }
         }
     }
+}
+
+/// Whether `ip` is link-local unicast (`fe80::/10`): usable only with a
+/// zone saying which interface.
+fn is_link_local(ip: &Ipv6Addr) -> bool {
+    ip.segments()[0] & 0xffc0 == 0xfe80
+}
+
+/// The interface index a zone names: a number, or an interface name
+/// (`/sys/class/net/NAME/ifindex` on Linux).
+fn zone_index(zone: &str) -> io::Result<u32> {
+    if let Ok(index) = zone.parse::<u32>() {
+        return Ok(index);
+    }
+    let path = std::path::Path::new("/sys/class/net")
+        .join(zone)
+        .join("ifindex");
+    std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("no network interface named '{zone}'"),
+            )
+        })
 }
 
 impl FromStr for Endpoint {
@@ -250,14 +303,34 @@ fn parse_host_port(text: &str, rest: &str) -> Result<HostPort, ParseEndpointErro
         let (inner, after) = bracketed
             .split_once(']')
             .ok_or_else(|| fail("missing ']' after IPv6 address"))?;
-        let ip: Ipv6Addr = inner
+        // A zone after `%` (or `%25`, its form in URLs, RFC 6874).
+        let (address, zone) = match inner.split_once('%') {
+            Some((address, zone)) => {
+                let zone = match zone.strip_prefix("25") {
+                    Some(rest) if !rest.is_empty() && zone.len() > 2 => rest,
+                    _ => zone,
+                };
+                (address, Some(zone))
+            }
+            None => (inner, None),
+        };
+        let ip: Ipv6Addr = address
             .parse()
-            .map_err(|_| fail(&format!("'{inner}' is not an IPv6 address")))?;
+            .map_err(|_| fail(&format!("'{address}' is not an IPv6 address")))?;
+        let host = match zone {
+            None => Host::Ip(IpAddr::V6(ip)),
+            Some(zone) if is_zone(zone) => Host::Zoned(ip, zone.to_owned()),
+            Some(zone) => {
+                return Err(fail(&format!(
+                    "'{zone}' is not a zone (an interface name or index, as in [fe80::1%eth0]:9999)"
+                )));
+            }
+        };
         let port = after
             .strip_prefix(':')
             .ok_or_else(|| fail("missing ':PORT' after ']'"))?;
         return Ok(HostPort {
-            host: Host::Ip(IpAddr::V6(ip)),
+            host,
             port: parse_port(text, port)?,
         });
     }
@@ -281,6 +354,16 @@ fn parse_host_port(text: &str, rest: &str) -> Result<HostPort, ParseEndpointErro
         host,
         port: parse_port(text, port)?,
     })
+}
+
+/// An interface name or index: what Linux allows in a name (at most 15
+/// bytes, no `/`, no space), in the letters people use.
+fn is_zone(zone: &str) -> bool {
+    !zone.is_empty()
+        && zone.len() <= 15
+        && zone
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// RFC 1123 host names, loosely: labels of letters, digits, `-` and `_`
@@ -317,6 +400,7 @@ impl fmt::Display for Host {
         match self {
             Host::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]"),
             Host::Ip(IpAddr::V4(ip)) => write!(f, "{ip}"),
+            Host::Zoned(ip, zone) => write!(f, "[{ip}%{zone}]"),
             Host::Name(name) => f.write_str(name),
         }
     }
@@ -375,6 +459,9 @@ mod tests {
             ("localhost:80", "tcp://localhost:80"),
             ("tcp://10.0.0.1:1", "tcp://10.0.0.1:1"),
             ("udp://[::1]:7000", "udp://[::1]:7000"),
+            ("[fe80::1%eth0]:7", "tcp://[fe80::1%eth0]:7"),
+            ("udp://[fe80::1%25eth0]:7", "udp://[fe80::1%eth0]:7"),
+            ("[fe80::1%2]:7", "tcp://[fe80::1%2]:7"),
             ("udp://127.0.0.1:0", "udp://127.0.0.1:0"),
             ("tls://example.com:443", "tls://example.com:443"),
             ("unix:/tmp/e.sock", "unix:/tmp/e.sock"),
@@ -462,6 +549,14 @@ mod tests {
             let endpoint: Endpoint = text.parse().unwrap();
             prop_assert_eq!(endpoint.to_string(), text.clone());
             prop_assert_eq!(endpoint.to_string().parse::<Endpoint>().unwrap(), endpoint);
+        }
+
+        #[test]
+        fn zoned_round_trips(a in any::<[u8; 16]>(), zone in "[a-z0-9_.-]{1,15}", port in any::<u16>()) {
+            let host = Host::Zoned(Ipv6Addr::from(a), zone);
+            let text = format!("udp://{}", HostPort { host, port });
+            let endpoint: Endpoint = text.parse().unwrap();
+            prop_assert_eq!(endpoint.to_string(), text);
         }
 
         #[test]

@@ -25,6 +25,7 @@ pub(super) async fn datagram_loop(bound: BoundDatagram, ctx: Context) {
     let local_ip = match &bound.local {
         Endpoint::Udp(_) => bound.local.host_port().and_then(|hp| match hp.host {
             crate::endpoint::Host::Ip(ip) => Some(SocketAddr::new(ip, hp.port)),
+            crate::endpoint::Host::Zoned(ip, _) => Some(SocketAddr::new(ip.into(), hp.port)),
             crate::endpoint::Host::Name(_) => None,
         }),
         _ => None,

@@ -139,18 +139,23 @@ impl Server {
         let mut local = Vec::new();
         for endpoint in &config.endpoints {
             match endpoint.kind() {
+                // A name may stand for several addresses: a socket (and a
+                // `listen ok` line) for each.
                 Kind::Stream => {
-                    let listener =
-                        Listener::bind_traced(endpoint, config.listen.backlog, trace).await?;
-                    tracing::debug!(endpoint = %listener.local_endpoint(), backlog = config.listen.backlog, "listening");
-                    local.push(listener.local_endpoint().clone());
-                    sockets.push(Bound::Stream(listener));
+                    for listener in
+                        Listener::bind_traced(endpoint, config.listen.backlog, trace).await?
+                    {
+                        tracing::debug!(endpoint = %listener.local_endpoint(), backlog = config.listen.backlog, "listening");
+                        local.push(listener.local_endpoint().clone());
+                        sockets.push(Bound::Stream(listener));
+                    }
                 }
                 Kind::Datagram => {
-                    let bound = Datagram::bind(endpoint).await?;
-                    tracing::debug!(endpoint = %bound.local, "bound");
-                    local.push(bound.local.clone());
-                    sockets.push(Bound::Datagram(bound));
+                    for bound in Datagram::bind(endpoint).await? {
+                        tracing::debug!(endpoint = %bound.local, "bound");
+                        local.push(bound.local.clone());
+                        sockets.push(Bound::Datagram(bound));
+                    }
                 }
             }
         }
@@ -219,7 +224,9 @@ impl Server {
     }
 
     /// The endpoints as really bound (ephemeral ports filled in), in the
-    /// order they were given.
+    /// order they were given; a name that resolves to several addresses
+    /// (`localhost`: `::1` and `127.0.0.1`) is bound on each, all on one
+    /// port, and gives one endpoint per address, in the resolver's order.
     pub fn local_endpoints(&self) -> &[Endpoint] {
         &self.local
     }

@@ -81,19 +81,21 @@ impl Datagram {
     /// UDP sockets do not get SO_REUSEADDR: on Linux it would let a second
     /// server bind the same port silently instead of failing with "address
     /// in use". IPv6 sockets are IPV6_V6ONLY, as for TCP.
-    pub async fn bind(endpoint: &Endpoint) -> Result<BoundDatagram, Error> {
+    ///
+    /// A name that resolves to several addresses is served on each (see
+    /// [`bind_every`](super::bind_every)): one socket per address.
+    pub async fn bind(endpoint: &Endpoint) -> Result<Vec<BoundDatagram>, Error> {
         match endpoint {
-            Endpoint::Udp(hp) => {
-                let port = Some(hp.port);
-                let fail = |e| Error::listen(endpoint, e, port);
-                let addrs = endpoint.resolve().await.map_err(fail)?;
-                let socket = bind_udp(addrs[0]).map_err(fail)?;
-                let real = socket.local_addr().map_err(fail)?;
-                Ok(BoundDatagram {
-                    socket: Datagram::Udp(socket),
-                    local: endpoint.with_addr(real),
-                    _file: None,
-                })
+            Endpoint::Udp(_) => {
+                let bound = super::bind_every(endpoint, bind_udp, UdpSocket::local_addr).await?;
+                Ok(bound
+                    .into_iter()
+                    .map(|(socket, real)| BoundDatagram {
+                        socket: Datagram::Udp(socket),
+                        local: endpoint.with_addr(real),
+                        _file: None,
+                    })
+                    .collect())
             }
             Endpoint::UnixDgram(addr) => {
                 let fail = |e| Error::listen(endpoint, e, None);
@@ -101,11 +103,11 @@ impl Datagram {
                     super::bind_unix(endpoint, addr, std_unix::UnixDatagram::bind_addr, |p| {
                         std_unix::UnixDatagram::unbound()?.connect(p)
                     })?;
-                Ok(BoundDatagram {
+                Ok(vec![BoundDatagram {
                     socket: Datagram::Unix(async_unix(socket).map_err(fail)?),
                     local: endpoint.clone(),
                     _file: file,
-                })
+                }])
             }
             _ => Err(Error::Config(format!(
                 "{endpoint} is a stream endpoint, not a datagram one"
@@ -142,18 +144,8 @@ impl Datagram {
                 let addrs = endpoint.resolve().await.map_err(fail)?;
                 let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
                 for addr in addrs {
-                    let local: SocketAddr = if addr.is_ipv6() {
-                        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-                    } else {
-                        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-                    };
-                    let attempt = async {
-                        let socket = UdpSocket::bind(local).await?;
-                        socket.connect(addr).await?;
-                        Ok::<_, io::Error>(socket)
-                    };
-                    match attempt.await {
-                        Ok(socket) => return Ok(Datagram::Udp(socket)),
+                    match Datagram::connect_ip(addr).await {
+                        Ok(socket) => return Ok(socket),
                         Err(e) => last = e,
                     }
                 }
@@ -170,6 +162,21 @@ impl Datagram {
                 "{endpoint} is a stream endpoint, not a datagram one"
             ))),
         }
+    }
+
+    /// A UDP client socket connected to `addr`, bound to an ephemeral port
+    /// of its family. (Nothing answers a UDP connect: a server that is not
+    /// there shows only when a datagram draws "port unreachable", so a
+    /// client of a name with several addresses tries the next on that.)
+    pub(crate) async fn connect_ip(addr: SocketAddr) -> io::Result<Datagram> {
+        let local: SocketAddr = if addr.is_ipv6() {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        };
+        let socket = UdpSocket::bind(local).await?;
+        socket.connect(addr).await?;
+        Ok(Datagram::Udp(socket))
     }
 
     /// Receives one datagram and its sender. A datagram larger than `buf`

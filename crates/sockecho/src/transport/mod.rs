@@ -114,6 +114,75 @@ fn clear_stale_socket(path: &Path, probe: impl Fn(&Path) -> io::Result<()>) -> R
     }
 }
 
+/// Binds a socket (`bind` makes it) at every address `endpoint` resolves
+/// to, all on one port, as nginx does: a name such as `localhost` that
+/// stands for both `::1` and `127.0.0.1` is served on both, so clients of
+/// either family reach it. With port 0 the first address gets an ephemeral
+/// port and the others take the same number (tried again, up to ten times,
+/// where another socket already has it on one of them). An address this
+/// host cannot bind (`::1` where IPv6 is off, a hosts-file entry for
+/// another machine) is skipped with a warning when another one binds.
+/// Each socket comes with the address it really bound.
+pub(crate) async fn bind_every<S>(
+    endpoint: &Endpoint,
+    bind: impl Fn(std::net::SocketAddr) -> io::Result<S>,
+    local: impl Fn(&S) -> io::Result<std::net::SocketAddr>,
+) -> Result<Vec<(S, std::net::SocketAddr)>, Error> {
+    let wanted = endpoint.host_port().map_or(0, |hp| hp.port);
+    let fail = |e| Error::listen(endpoint, e, Some(wanted));
+    let mut addrs = endpoint.resolve().await.map_err(fail)?;
+    // A hosts file may list an address twice: bind it once.
+    let mut seen = std::collections::HashSet::new();
+    addrs.retain(|addr| seen.insert(*addr));
+    let mut last = None;
+    'attempt: for _ in 0..10 {
+        let mut bound = Vec::with_capacity(addrs.len());
+        let mut skipped = Vec::new();
+        let mut port = wanted;
+        for addr in &addrs {
+            let mut addr = *addr;
+            addr.set_port(port);
+            match bind(addr).and_then(|socket| Ok((local(&socket)?, socket))) {
+                Ok((real, socket)) => {
+                    port = real.port();
+                    bound.push((socket, real));
+                }
+                // The ephemeral port the first address got is taken on
+                // another: start again with a new one.
+                Err(e)
+                    if e.kind() == io::ErrorKind::AddrInUse && wanted == 0 && !bound.is_empty() =>
+                {
+                    last = Some(e);
+                    continue 'attempt;
+                }
+                Err(e) if cannot_bind_here(&e) && addrs.len() > 1 => skipped.push((addr, e)),
+                Err(e) => return Err(fail(e)),
+            }
+        }
+        if bound.is_empty() {
+            // Not one address could be bound: the first one's reason.
+            let e = skipped.into_iter().next().map_or_else(
+                || io::Error::new(io::ErrorKind::NotFound, "no address"),
+                |(_, e)| e,
+            );
+            return Err(fail(e));
+        }
+        for (addr, e) in skipped {
+            tracing::warn!(%endpoint, address = %addr.ip(), error = %e, "one of the name's addresses is not served");
+        }
+        return Ok(bound);
+    }
+    Err(fail(
+        last.unwrap_or_else(|| io::ErrorKind::AddrInUse.into()),
+    ))
+}
+
+/// Whether a bind failed because this host has no such address or family,
+/// rather than because of the port or a permission.
+fn cannot_bind_here(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::AddrNotAvailable || e.raw_os_error() == Some(libc::EAFNOSUPPORT)
+}
+
 /// The socket address of a Unix endpoint's address.
 pub(crate) fn unix_socket_addr(addr: &UnixAddr) -> io::Result<std::os::unix::net::SocketAddr> {
     match addr {

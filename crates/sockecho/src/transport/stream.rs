@@ -353,32 +353,31 @@ impl Listener {
     /// TIME_WAIT) and IPv6 ones IPV6_V6ONLY (so `[::]:P` and `0.0.0.0:P`
     /// can be served side by side). A Unix socket file left by a dead
     /// server is replaced; any other file at the path is an error.
+    ///
+    /// A name that resolves to several addresses is served on each (see
+    /// [`bind_every`](super::bind_every)): one listener per address.
     pub async fn bind_traced(
         endpoint: &Endpoint,
         backlog: u32,
         trace: &Tracer,
-    ) -> Result<Listener, Error> {
+    ) -> Result<Vec<Listener>, Error> {
         let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
         match endpoint {
-            Endpoint::Tcp(hp) | Endpoint::Tls(hp) => {
-                let port = Some(hp.port);
-                let addrs = endpoint
-                    .resolve()
-                    .await
-                    .map_err(|e| Error::listen(endpoint, e, port))?;
-                // Like nc and socat, a name that resolves to several
-                // addresses is served on the first.
-                let addr = addrs[0];
-                let listener =
-                    bind_tcp(addr, backlog, trace).map_err(|e| Error::listen(endpoint, e, port))?;
-                let real = listener
-                    .local_addr()
-                    .map_err(|e| Error::listen(endpoint, e, port))?;
-                Ok(Listener {
-                    inner: ListenerInner::Tcp(listener),
-                    local: endpoint.with_addr(real),
-                    _file: None,
-                })
+            Endpoint::Tcp(_) | Endpoint::Tls(_) => {
+                let bound = super::bind_every(
+                    endpoint,
+                    |addr| bind_tcp(addr, backlog, trace),
+                    TcpListener::local_addr,
+                )
+                .await?;
+                Ok(bound
+                    .into_iter()
+                    .map(|(listener, real)| Listener {
+                        inner: ListenerInner::Tcp(listener),
+                        local: endpoint.with_addr(real),
+                        _file: None,
+                    })
+                    .collect())
             }
             Endpoint::Unix(addr) => {
                 let fail = |e: io::Error| Error::listen(endpoint, e, None);
@@ -393,11 +392,11 @@ impl Listener {
                 SockRef::from(&std_listener).listen(backlog).map_err(fail)?;
                 trace.listen(endpoint, backlog, None);
                 std_listener.set_nonblocking(true).map_err(fail)?;
-                Ok(Listener {
+                Ok(vec![Listener {
                     inner: ListenerInner::Unix(UnixListener::from_std(std_listener).map_err(fail)?),
                     local: endpoint.clone(),
                     _file: file,
-                })
+                }])
             }
             Endpoint::Udp(_) | Endpoint::UnixDgram(_) => Err(Error::Config(format!(
                 "{endpoint} is a datagram endpoint, not a stream"
