@@ -416,3 +416,60 @@ fn idle_timeout_closes_a_silent_connection() {
         "closed after {waited:?}, idle timeout was 300ms"
     );
 }
+
+/// Refusals are counted by every engine thread into one throttled warning
+/// (at most one line a second for the whole server), not a line a second
+/// per thread, each with a count of its own.
+#[test]
+fn refusals_from_every_engine_thread_share_one_throttled_warning() {
+    for engine in [&["--threads", "4"][..], &["--epoll", "--threads", "4"]] {
+        let options = [&["-q", "--max-conns", "1"][..], engine].concat();
+        let server = serve(&["tcp://127.0.0.1:0"], &options);
+        let mut held = connect(server.endpoint());
+        assert_eq!(held.echo(b"held\n"), b"held\n");
+        let refused = 40;
+        let started = Instant::now();
+        for _ in 0..refused {
+            let mut conn = connect(server.endpoint());
+            conn.set_timeouts(WAIT);
+            assert!(conn.read_to_close().is_empty(), "{engine:?}");
+        }
+        let window = started.elapsed();
+        let deadline = Instant::now() + WAIT;
+        while !server.stderr().contains("connection refused") {
+            assert!(Instant::now() < deadline, "{engine:?}: no warning");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let stderr = server.stderr();
+        let lines: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.contains("connection refused"))
+            .collect();
+        // A line at the first refusal, then at most one a second.
+        assert!(
+            lines.len() as u64 <= 1 + window.as_secs(),
+            "{engine:?}: {} lines in {window:?}: {lines:#?}",
+            lines.len()
+        );
+        assert!(lines[0].contains("refused=1"), "{engine:?}: {}", lines[0]);
+    }
+}
+
+/// An engine that cannot start (here: io_uring threads that find no
+/// descriptor for their rings) is one error line and exit 1, with no
+/// `listen ok` before it: a script that waits for that line must not
+/// take a server that is about to fail for one that serves.
+#[test]
+fn no_listen_ok_when_the_engine_cannot_start() {
+    let Ok(ring) = io_uring::IoUring::new(8) else {
+        eprintln!("note: no io_uring here; skipping this test");
+        return;
+    };
+    drop(ring);
+    // Descriptors for the listener and the engine probe, not for 64 rings.
+    let script = format!("ulimit -n 16; exec {BIN} serve tcp://127.0.0.1:0 --threads 64");
+    let out = run("sh", &["-c", &script], b"");
+    assert_eq!(out.stdout_text(), "", "listen ok printed: {}", out.stderr);
+    let line = assert_error_line(&out, 1);
+    assert!(line.contains("io_uring engine thread"), "{line}");
+}

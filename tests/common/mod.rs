@@ -310,10 +310,16 @@ impl Proc {
             }
         }
         let status = wait_until(&mut self.child.0, deadline, &self.what);
+        let stderr = self.stderr.finish(deadline);
+        assert!(
+            !stderr.contains("panicked"),
+            "`{}` panicked: {stderr}",
+            self.what
+        );
         Exited {
             status,
             rest,
-            stderr: self.stderr.finish(deadline),
+            stderr,
         }
     }
 }
@@ -364,12 +370,39 @@ impl Proc {
 
 /// A running `sockecho serve` and the endpoints its `listen ok` lines gave,
 /// in the order they were printed.
+///
+/// When it is dropped at the end of a test that passed, it checks what a
+/// test does not look at, as nginx's test suite does after every test:
+/// the server printed no panic and no `ERROR` line (unless the test said
+/// it expects one), and, still running, holds no more descriptors than it
+/// did once serving (every connection the test made was closed).
 pub struct Server {
     pub proc: Proc,
     pub endpoints: Vec<String>,
+    /// Open descriptors once every `listen ok` line came.
+    fds_serving: Option<usize>,
+    /// Texts of `ERROR` lines the test expects.
+    expected_errors: Vec<&'static str>,
 }
 
 impl Server {
+    /// A server whose `listen ok` lines all came.
+    pub fn new(proc: Proc, endpoints: Vec<String>) -> Server {
+        let fds_serving = open_fds(proc.pid());
+        Server {
+            proc,
+            endpoints,
+            fds_serving,
+            expected_errors: Vec::new(),
+        }
+    }
+
+    /// The test makes the server log an `ERROR` line containing `text`:
+    /// not a failure of the side check.
+    pub fn expect_error(&mut self, text: &'static str) {
+        self.expected_errors.push(text);
+    }
+
     /// The first (or only) endpoint.
     pub fn endpoint(&self) -> &str {
         &self.endpoints[0]
@@ -383,6 +416,63 @@ impl Server {
     /// The port of the first endpoint, which must be an IP one.
     pub fn port(&self) -> u16 {
         ip_addr_of(self.endpoint()).port()
+    }
+}
+
+/// How long a server may take, after a test ends, to close what the
+/// test's connections left (it sees each end when its peer closes).
+const SETTLE: Duration = Duration::from_secs(5);
+
+/// The descriptors `pid` has open (Linux); `None` where /proc cannot say.
+fn open_fds(pid: u32) -> Option<usize> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()
+        .map(|dir| dir.count())
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // A test that failed has said why; its server may be anywhere.
+        if thread::panicking() {
+            return;
+        }
+        let unexpected = |stderr: &str| -> Vec<String> {
+            stderr
+                .lines()
+                .filter(|l| {
+                    l.contains("panicked")
+                        || (l.contains(" ERROR ")
+                            && !self.expected_errors.iter().any(|e| l.contains(e)))
+                })
+                .map(str::to_owned)
+                .collect()
+        };
+        let running = matches!(self.proc.child.0.try_wait(), Ok(None));
+        if running && let Some(serving) = self.fds_serving {
+            let deadline = Instant::now() + SETTLE;
+            loop {
+                let Some(now) = open_fds(self.proc.pid()) else {
+                    break;
+                };
+                if now <= serving {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "`{}` holds {now} descriptors {SETTLE:?} after the test, \
+                     {serving} once serving: a connection was never closed; stderr: {}",
+                    self.proc.what,
+                    self.proc.stderr()
+                );
+                thread::sleep(Duration::from_millis(5));
+            }
+        }
+        let bad = unexpected(&self.proc.stderr());
+        assert!(
+            bad.is_empty(),
+            "`{}` logged what no test expects: {bad:#?}",
+            self.proc.what
+        );
     }
 }
 
@@ -415,7 +505,7 @@ pub fn serve(endpoints: &[&str], options: &[&str]) -> Server {
     }
     let proc = Proc::sockecho(&args);
     let endpoints = endpoints.iter().map(|_| proc.listen_ok()).collect();
-    Server { proc, endpoints }
+    Server::new(proc, endpoints)
 }
 
 /// What a finished command left.
@@ -458,7 +548,15 @@ pub fn bench_report(options: &[&str], args: &[&str]) -> (serde_json::Value, i32,
 
 /// Runs `sockecho ARGS...` to its end with `stdin` as standard input.
 pub fn sockecho(args: &[&str], stdin: &[u8]) -> Output {
-    run(BIN, args, stdin)
+    let out = run(BIN, args, stdin);
+    // Whatever the test checks, a panic is never the answer.
+    assert!(
+        !out.stderr.contains("panicked"),
+        "`sockecho {}` panicked: {}",
+        args.join(" "),
+        out.stderr
+    );
+    out
 }
 
 /// Runs `program ARGS...` to its end with `stdin` as standard input,

@@ -90,7 +90,7 @@ impl Netns {
         }
         let proc = self.spawn(&argv);
         let endpoints = endpoints.iter().map(|_| proc.listen_ok()).collect();
-        Server { proc, endpoints }
+        Server::new(proc, endpoints)
     }
 
     /// A counter of the namespace's UDP stack (`/proc/net/snmp`, e.g.
