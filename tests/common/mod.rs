@@ -450,10 +450,7 @@ impl Drop for Server {
         let running = matches!(self.proc.child.0.try_wait(), Ok(None));
         if running && let Some(serving) = self.fds_serving {
             let deadline = Instant::now() + SETTLE;
-            loop {
-                let Some(now) = open_fds(self.proc.pid()) else {
-                    break;
-                };
+            while let Some(now) = open_fds(self.proc.pid()) {
                 if now <= serving {
                     break;
                 }
