@@ -71,6 +71,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => {
             let shutdown = signals::on_signals()?;
             let (json, plot) = (args.json, args.plot.clone());
+            if let Some(path) = &plot {
+                // Found now, not after the whole run.
+                plot::check_writable(path)?;
+            }
             let progress = sockecho::bench::Progress::new();
             let bar = (!json && std::io::stderr().is_terminal())
                 .then(|| render::bench::progress_bar(progress.clone()));
@@ -80,18 +84,27 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             let outcome = outcome?;
             render::bench::print_report(&outcome.report, json)?;
-            if let Some(path) = plot {
+            // A faulty server is never reported as healthy.
+            let failure = outcome.failure();
+            if let Some(failure) = &failure {
+                eprintln!("error: {failure}");
+            }
+            // A failed run with no latency has no chart; its error says why.
+            if let Some(path) = plot
+                && (outcome.report.messages > 0 || failure.is_none())
+            {
                 plot::write_report(&outcome.report, &path)?;
             }
-            // A faulty server is never reported as healthy.
-            if let Some(failure) = outcome.failure() {
-                eprintln!("error: {failure}");
+            if failure.is_some() {
                 return Ok(ExitCode::from(1));
             }
         }
         Command::Report {
             command: ReportCommand::Merge { files, json, plot },
         } => {
+            if let Some(path) = &plot {
+                plot::check_writable(path)?;
+            }
             let report = sockecho::bench::merge_files(&files)?;
             render::bench::print_report(&report, json)?;
             if let Some(path) = plot {

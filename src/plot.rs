@@ -76,8 +76,36 @@ pub fn write_report(report: &BenchReport, path: &Path) -> Result<(), sockecho::E
     let histogram = report
         .histogram()
         .map_err(|e| sockecho::Error::invalid("reading the histogram", &e))?;
-    write_percentile_plot(path, &title, &[("latency", &histogram)])
-        .map_err(|e| sockecho::Error::invalid(format!("cannot write {}", path.display()), &e))
+    write_percentile_plot(path, &title, &[("latency", &histogram)]).map_err(|e| match e {
+        PlotError::Write { path, source } => write_error(&path, source),
+        other => sockecho::Error::invalid(format!("plot {}", path.display()), &other),
+    })
+}
+
+/// Checks that `path` can be written, before a run whose chart goes
+/// there: a typo or a read-only directory is found at once, not after the
+/// whole run. Leaves no file behind that was not there.
+pub fn check_writable(path: &Path) -> Result<(), sockecho::Error> {
+    let existed = path.symlink_metadata().is_ok();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|source| write_error(path, source))?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+/// `cannot write plot PATH: WHY`, once: the path is said here and not
+/// again by the cause.
+fn write_error(path: &Path, source: std::io::Error) -> sockecho::Error {
+    sockecho::Error::Io {
+        what: format!("cannot write plot {}", path.display()),
+        source,
+    }
 }
 
 /// Draws one latency-by-percentile curve per `(label, histogram)` and

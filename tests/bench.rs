@@ -441,3 +441,426 @@ fn refused_connections_fail_the_run() {
         out.stderr
     );
 }
+
+/// Runs `sockecho ARGS...` with `stdout` as its standard output: the exit
+/// code and standard error. Fails the test if it takes longer than
+/// [`common::WAIT`].
+fn run_with_stdout(args: &[&str], stdout: std::process::Stdio) -> (i32, String) {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(common::BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sockecho");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let (tx, done) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        let _ = tx.send(text);
+    });
+    let mut child = common::KillOnDrop(child);
+    let stderr = done
+        .recv_timeout(common::WAIT)
+        .unwrap_or_else(|_| panic!("`sockecho {}` did not finish", args.join(" ")));
+    let status = child.0.wait().expect("wait");
+    let code = status
+        .code()
+        .unwrap_or_else(|| panic!("killed by a signal: {stderr}"));
+    assert!(!stderr.contains("panicked"), "a panic: {stderr}");
+    (code, stderr)
+}
+
+/// A pipe whose reader is already gone: writing to it fails with EPIPE,
+/// as when `sockecho ... | head -0` or `| true` stopped reading.
+fn closed_pipe() -> std::process::Stdio {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    writer.into()
+}
+
+fn dev_full() -> std::process::Stdio {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("open /dev/full")
+        .into()
+}
+
+#[test]
+fn output_to_a_full_device_or_a_closed_pipe() {
+    let server = serve(&["tcp://127.0.0.1:0"], &["-q"]);
+    let bench = ["bench", server.endpoint(), "-c", "1", "-d", "100ms"];
+    let full = "error: cannot write the output: no space left on device\n";
+    // A full disk is a failure, said once; a reader that went away is not.
+    let json = [&bench[..], &["--json"]].concat();
+    assert_eq!(run_with_stdout(&json, dev_full()), (1, full.to_owned()));
+    assert_eq!(run_with_stdout(&bench, dev_full()), (1, full.to_owned()));
+    assert_eq!(run_with_stdout(&bench, closed_pipe()), (0, String::new()));
+    assert_eq!(run_with_stdout(&json, closed_pipe()), (0, String::new()));
+
+    let (report, code, stderr) = bench_json(&[server.endpoint(), "-c", "1", "-d", "100ms"]);
+    assert_eq!(code, 0, "{stderr}");
+    let file = TempPath::new("r.json");
+    std::fs::write(file.path(), report.to_string()).unwrap();
+    let merge = ["report", "merge", &file.text()];
+    let merge_json = [&merge[..], &["--json"]].concat();
+    assert_eq!(
+        run_with_stdout(&merge_json, dev_full()),
+        (1, full.to_owned())
+    );
+    assert_eq!(run_with_stdout(&merge, dev_full()), (1, full.to_owned()));
+    assert_eq!(run_with_stdout(&merge, closed_pipe()), (0, String::new()));
+    assert_eq!(
+        run_with_stdout(&merge_json, closed_pipe()),
+        (0, String::new())
+    );
+}
+
+#[test]
+fn rates_the_client_cannot_pace_or_schedule_are_usage_errors() {
+    // Once these never ended (a loop per message due, at 100% CPU,
+    // deaf to signals) or panicked on the time arithmetic.
+    let server = serve(&["tcp://127.0.0.1:0", "udp://127.0.0.1:0"], &["-q"]);
+    for endpoint in &server.endpoints {
+        for rate in ["1e9", "2.5e7", "1e-19", "1e-20"] {
+            let out = sockecho(
+                &["bench", endpoint, "-c", "1", "-d", "1s", "--rate", rate],
+                b"",
+            );
+            let line = common::assert_error_line(&out, 2);
+            assert!(line.starts_with("error: --rate: "), "{rate}: {line}");
+            assert!(out.stdout.is_empty(), "{rate}: no report");
+        }
+        // The bound is per connection: more connections pace more.
+        let (report, code, stderr) = bench_json(&[
+            endpoint,
+            "-c",
+            "4",
+            "-d",
+            "200ms",
+            "--rate",
+            "2.5e7",
+            "--threads",
+            "1",
+        ]);
+        assert_eq!(code, 0, "{endpoint}: {stderr}");
+        assert!(report["messages"].as_u64().unwrap() > 0, "{report}");
+        assert_eq!(report["errors"], 0, "{report}");
+    }
+}
+
+#[test]
+fn a_client_paced_faster_than_it_can_send_ends_on_time_and_on_a_signal() {
+    // Four connections on one thread, each paced at the most allowed:
+    // far more than this client sends, so its schedule falls behind by
+    // millions. The run still ends when it should, and a signal ends it
+    // at once with the report so far.
+    let server = serve(&["tcp://127.0.0.1:0", "udp://127.0.0.1:0"], &["-q"]);
+    let fast = ["-c", "4", "--threads", "1", "--rate", "4e7"];
+    let (tcp, tcp_started) = notifying_tcp_echo();
+    let (udp, udp_started) = notifying_udp_echo();
+    let stopped = [(tcp, tcp_started), (udp, udp_started)];
+    for (endpoint, (stop_endpoint, started_rx)) in server.endpoints.iter().zip(stopped) {
+        let started = std::time::Instant::now();
+        let args = [&[endpoint.as_str(), "-d", "200ms"][..], &fast].concat();
+        let (report, code, stderr) = bench_json(&args);
+        assert_eq!(code, 0, "{endpoint}: {stderr}");
+        assert!(report["messages"].as_u64().unwrap() > 0, "{report}");
+        assert!(
+            stderr.contains("open-loop schedule overflowed"),
+            "{endpoint}: what was dropped is said: {stderr}"
+        );
+        // Its duration plus the grace of closing (a second at most), with
+        // room for a loaded machine: not a figure, a bound on a hang.
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{endpoint}: took {:?}",
+            started.elapsed()
+        );
+
+        let args = [
+            &["bench", stop_endpoint.as_str(), "-d", "60s", "--json"][..],
+            &fast,
+        ]
+        .concat();
+        let mut bench = common::Proc::sockecho(&args);
+        // The run has begun once echoes flow (bench connects everything
+        // first, then starts the clock and sends).
+        started_rx
+            .recv_timeout(common::WAIT)
+            .unwrap_or_else(|_| panic!("{stop_endpoint}: no message came"));
+        bench.signal("INT");
+        let signalled = std::time::Instant::now();
+        let exited = bench.wait_exit();
+        assert!(
+            signalled.elapsed() < Duration::from_secs(5),
+            "{stop_endpoint}: the signal took {:?}",
+            signalled.elapsed()
+        );
+        let report: Value = serde_json::from_str(&exited.rest.join("\n"))
+            .unwrap_or_else(|e| panic!("{stop_endpoint}: no JSON ({e}): {:?}", exited.rest));
+        assert!(report["duration_s"].as_f64().unwrap() < 60.0, "{report}");
+        // The report so far. Whether the client had taken in an echo by
+        // the signal is a race this test does not decide: if not, the run
+        // fails saying so, as any run without an echo does.
+        if report["messages"].as_u64().unwrap() > 0 {
+            assert!(
+                exited.status.success(),
+                "{stop_endpoint}: {}",
+                exited.stderr
+            );
+        } else {
+            assert_eq!(exited.status.code(), Some(1), "{}", exited.stderr);
+            assert!(
+                exited.stderr.contains("error: no echo came back"),
+                "{}",
+                exited.stderr
+            );
+        }
+    }
+}
+
+/// Echoes a notifying echo makes before it says that echoes flow.
+const ECHOES_BEFORE_NOTICE: usize = 1000;
+
+/// A TCP echo that says (once) when a connection has had
+/// [`ECHOES_BEFORE_NOTICE`] echoes; serves each connection on a thread of
+/// its own until it closes.
+fn notifying_tcp_echo() -> (String, std::sync::mpsc::Receiver<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("tcp://{}", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let tx = tx.clone();
+            thread::spawn(move || {
+                let _ = conn.set_read_timeout(Some(common::WAIT));
+                let mut buf = [0u8; 65536];
+                let mut echoes = 0;
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    echoes += 1;
+                    if echoes == ECHOES_BEFORE_NOTICE {
+                        let _ = tx.try_send(());
+                    }
+                }
+            });
+        }
+    });
+    (endpoint, rx)
+}
+
+/// A UDP echo that says (once) when it has echoed
+/// [`ECHOES_BEFORE_NOTICE`] datagrams; it ends after a quiet
+/// [`common::WAIT`].
+fn notifying_udp_echo() -> (String, std::sync::mpsc::Receiver<()>) {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("udp://{}", socket.local_addr().unwrap());
+    socket.set_read_timeout(Some(common::WAIT)).unwrap();
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    thread::spawn(move || {
+        let mut buf = [0u8; 65536];
+        let mut echoes = 0;
+        while let Ok((n, peer)) = socket.recv_from(&mut buf) {
+            let _ = socket.send_to(&buf[..n], peer);
+            echoes += 1;
+            if echoes == ECHOES_BEFORE_NOTICE {
+                let _ = tx.try_send(());
+            }
+        }
+    });
+    (endpoint, rx)
+}
+
+#[test]
+fn unix_datagrams_longer_than_the_pattern_work_and_too_long_ones_are_refused() {
+    // The pattern repeats every 65,521 bytes; a Unix datagram can carry
+    // three times that. Once, filling one panicked the flow, and the run
+    // then said `errors 0`.
+    let sock = TempPath::new("big.dgram");
+    let endpoint = format!("unix-dgram:{}", sock.path().display());
+    let _server = serve(&[&endpoint], &["-q"]);
+    for size in ["65530", "100000"] {
+        let (report, code, stderr) = bench_json(&[&endpoint, "-c", "2", "-s", size, "-d", "200ms"]);
+        assert_eq!(code, 0, "{size}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{size}: {stderr}");
+        assert!(report["messages"].as_u64().unwrap() > 0, "{size}: {report}");
+        assert_eq!(report["errors"], 0, "{size}: {report}");
+        assert_eq!(report["mismatches"], 0, "{size}: {report}");
+    }
+    let out = sockecho(&["bench", &endpoint, "-s", "16777216", "-d", "200ms"], b"");
+    let line = common::assert_error_line(&out, 2);
+    assert!(
+        line.starts_with("error: --size: Unix datagrams carry at most "),
+        "{line}"
+    );
+}
+
+#[test]
+fn runs_that_cannot_measure_are_usage_errors() {
+    // `-W 0` over UDP counted every echo lost and said none came back;
+    // `-d 0` ran nothing and passed.
+    let server = serve(&["tcp://127.0.0.1:0", "udp://127.0.0.1:0"], &["-q"]);
+    let (tcp, udp) = (&server.endpoints[0], &server.endpoints[1]);
+    for (args, flag) in [
+        (&[udp.as_str(), "-W", "0"][..], "--timeout"),
+        (&[udp.as_str(), "-d", "0"], "--duration"),
+        (&[tcp.as_str(), "-d", "0"], "--duration"),
+    ] {
+        let out = sockecho(&[&["bench"], args].concat(), b"");
+        let line = common::assert_error_line(&out, 2);
+        assert!(line.starts_with(&format!("error: {flag}: ")), "{line}");
+    }
+    // Over streams the loss timeout means nothing, and is no error.
+    let (_, code, stderr) = bench_json(&[tcp, "-c", "1", "-d", "100ms", "-W", "0"]);
+    assert_eq!(code, 0, "{stderr}");
+}
+
+/// The hard descriptor limit of a shell started here, or `None` when
+/// unlimited.
+fn hard_nofile() -> Option<u64> {
+    let out = common::run("sh", &["-c", "ulimit -Hn"], b"");
+    out.stdout_text().trim().parse().ok()
+}
+
+#[test]
+fn connections_beyond_the_descriptor_limit() {
+    // Over UDP this once ran a tenth of a second with thousands of
+    // errors. Now a soft limit is raised towards the hard one, as load
+    // tools do, and a hard limit too low is one line before anything runs.
+    let server = serve(&["udp://127.0.0.1:0", "tcp://127.0.0.1:0"], &["-q"]);
+    for endpoint in &server.endpoints {
+        let run = |limit: &str| {
+            let script =
+                format!("ulimit {limit} 64 && exec \"$0\" bench {endpoint} -c 200 -d 200ms --json");
+            common::run("sh", &["-c", &script, common::BIN], b"")
+        };
+        if hard_nofile().is_none_or(|hard| hard >= 400) {
+            let out = run("-Sn");
+            assert_eq!(out.code(), 0, "{endpoint}: {}", out.stderr);
+            let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(report["errors"], 0, "{endpoint}: {report}");
+            assert!(report["messages"].as_u64().unwrap() > 0, "{report}");
+        }
+        let out = run("-n");
+        let line = common::assert_error_line(&out, 2);
+        assert!(
+            line.starts_with("error: --connections: 200 connections need about ")
+                && line.contains("at most 64"),
+            "{endpoint}: {line}"
+        );
+    }
+}
+
+#[test]
+fn an_unwritable_plot_is_found_before_the_run_and_said_once() {
+    let server = serve(&["tcp://127.0.0.1:0"], &["-q"]);
+    let dir = TempPath::new("no-such-dir");
+    let svg = dir.path().join("chart.svg");
+    let svg = svg.to_str().unwrap();
+    let want = format!("error: cannot write plot {svg}: no such file or directory\n");
+    // A minute's run: found after it, the test would time out.
+    let out = sockecho(
+        &[
+            "bench",
+            server.endpoint(),
+            "-c",
+            "1",
+            "-d",
+            "60s",
+            "--plot",
+            svg,
+        ],
+        b"",
+    );
+    assert_eq!((out.code(), out.stderr.as_str()), (1, want.as_str()));
+    assert!(out.stdout.is_empty());
+
+    let (report, code, stderr) = bench_json(&[server.endpoint(), "-c", "1", "-d", "100ms"]);
+    assert_eq!(code, 0, "{stderr}");
+    let file = TempPath::new("plot-input.json");
+    std::fs::write(file.path(), report.to_string()).unwrap();
+    let out = sockecho(&["report", "merge", &file.text(), "--plot", svg], b"");
+    assert_eq!((out.code(), out.stderr.as_str()), (1, want.as_str()));
+    assert!(
+        out.stdout.is_empty(),
+        "nothing merged: {}",
+        out.stdout_text()
+    );
+    // A writable path that did not exist is not left behind by the check.
+    let missing = TempPath::new("never.svg");
+    let out = sockecho(
+        &[
+            "bench",
+            "udp://127.0.0.1:9",
+            "-d",
+            "0",
+            "--plot",
+            &missing.text(),
+        ],
+        b"",
+    );
+    common::assert_error_line(&out, 2);
+    assert!(!missing.path().exists());
+}
+
+#[test]
+fn report_merge_refuses_one_file_given_twice() {
+    let server = serve(&["tcp://127.0.0.1:0"], &["-q"]);
+    let (report, code, stderr) = bench_json(&[server.endpoint(), "-c", "1", "-d", "100ms"]);
+    assert_eq!(code, 0, "{stderr}");
+    let file = TempPath::new("twice.json");
+    std::fs::write(file.path(), report.to_string()).unwrap();
+    let same = file
+        .path()
+        .parent()
+        .unwrap()
+        .join(".")
+        .join(file.path().file_name().unwrap());
+    let same = same.to_str().unwrap();
+    for second in [file.text(), same.to_owned()] {
+        let out = sockecho(&["report", "merge", &file.text(), &second], b"");
+        let line = common::assert_error_line(&out, 2);
+        assert_eq!(
+            line,
+            format!(
+                "error: cannot merge {second} with {}: it is the same file, whose run would count twice",
+                file.text()
+            )
+        );
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn bench_percentiles_lie_between_min_and_max_and_print_briefly() {
+    let server = serve(&["tcp://127.0.0.1:0", "udp://127.0.0.1:0"], &["-q"]);
+    for endpoint in &server.endpoints {
+        let (report, code, stderr) = bench_json(&[endpoint, "-c", "2", "-d", "200ms"]);
+        assert_eq!(code, 0, "{stderr}");
+        let l = &report["latency_us"];
+        let (min, max) = (l["min"].as_f64().unwrap(), l["max"].as_f64().unwrap());
+        for key in ["p50", "p90", "p99", "p999", "mean"] {
+            let v = l[key].as_f64().unwrap();
+            assert!(min <= v && v <= max, "{key} {v} outside [{min}, {max}]");
+        }
+        // No float prints a binary tail: microseconds and rates to the
+        // thousandth, seconds to the microsecond.
+        for (value, most) in [
+            (&l["mean"], 3),
+            (&report["msgs_per_s"], 3),
+            (&report["bytes_per_s"], 3),
+            (&report["duration_s"], 6),
+        ] {
+            let text = value.to_string();
+            let decimals = text.split_once('.').map_or(0, |(_, d)| d.len());
+            assert!(decimals <= most, "{text} in {report}");
+        }
+    }
+}

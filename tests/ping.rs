@@ -225,7 +225,7 @@ fn faulty_udp_server_lines_name_each_fault() {
     assert!(ran.stdout.contains("seq=4 corrupt at byte 40"), "{ran:?}");
     assert!(
         ran.stdout
-            .contains("9 probes transmitted, 5 received, 33.3% loss, 1 duplicates, 1 corrupt"),
+            .contains("9 probes transmitted, 5 received, 44.4% loss, 1 duplicates, 1 corrupt"),
         "{ran:?}"
     );
 }
@@ -265,7 +265,7 @@ fn faulty_tcp_server_corruption_is_caught() {
     assert_eq!(ran.count(" time="), 2, "{ran:?}");
     assert!(
         ran.stdout
-            .contains("3 probes transmitted, 2 received, 0% loss, 0 duplicates, 1 corrupt"),
+            .contains("3 probes transmitted, 2 received, 33.3% loss, 0 duplicates, 1 corrupt"),
         "{ran:?}"
     );
 
@@ -359,4 +359,99 @@ fn runs_until_interrupted() {
     };
     assert!(ran.stdout.contains("ping statistics ---"), "{ran:?}");
     assert!(ran.stdout.contains("rtt min/avg/max/mdev"), "{ran:?}");
+}
+
+#[test]
+fn json_percentiles_lie_between_min_and_max_and_print_briefly() {
+    // One probe: its percentiles are its round trip. Read raw from the
+    // microsecond histogram they were the whole microsecond above or below
+    // (`"max":209.525`, `"p99":210.0`).
+    let (_server, endpoints) = serve(&["udp://127.0.0.1:0", "tcp://127.0.0.1:0"]);
+    for endpoint in &endpoints {
+        for count in ["1", "5"] {
+            let ran = ping(&[endpoint, "-c", count, "-i", "10ms", "--json"]);
+            assert_eq!(ran.code, Some(0), "{ran:?}");
+            let json = ran.json();
+            let rtt = &json["rtt_us"];
+            let (min, max) = (rtt["min"].as_f64().unwrap(), rtt["max"].as_f64().unwrap());
+            for key in ["p50", "p90", "p99", "mean"] {
+                let v = rtt[key].as_f64().unwrap();
+                assert!(
+                    min <= v && v <= max,
+                    "{key} {v} outside [{min}, {max}]: {json}"
+                );
+            }
+            if count == "1" {
+                assert_eq!(rtt["p50"], rtt["min"], "{json}");
+                assert_eq!(rtt["p99"], rtt["max"], "{json}");
+            }
+            // Microseconds to the nanosecond, no binary tail.
+            for key in ["min", "mean", "max", "stddev", "p50", "p90", "p99"] {
+                let text = rtt[key].to_string();
+                let decimals = text.split_once('.').map_or(0, |(_, d)| d.len());
+                assert!(decimals <= 3, "rtt_us.{key} = {text}");
+            }
+            let loss = json["loss_percent"].to_string();
+            assert!(loss.len() <= 7, "{loss}");
+        }
+    }
+}
+
+#[test]
+fn a_corrupt_reply_alone_is_not_a_received_one() {
+    // Every reply has byte 40 flipped.
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    socket.set_read_timeout(Some(WAIT)).expect("read timeout");
+    let endpoint = format!("udp://{}", socket.local_addr().expect("addr"));
+    thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, peer)) = socket.recv_from(&mut buf) {
+            buf[40] ^= 0xff;
+            let _ = socket.send_to(&buf[..n], peer);
+        }
+    });
+    let ran = ping(&[&endpoint, "-c", "2", "-i", "20ms", "-W", "2s"]);
+    assert_eq!(ran.code, Some(1), "{ran:?}");
+    assert_eq!(ran.count("corrupt at byte 40"), 2, "{ran:?}");
+    assert!(
+        ran.stdout
+            .contains("2 probes transmitted, 0 received, 100% loss, 0 duplicates, 2 corrupt"),
+        "{ran:?}"
+    );
+    assert!(
+        !ran.stdout.contains("rtt min"),
+        "no round trip to show: {ran:?}"
+    );
+    let json = ping(&[&endpoint, "-c", "1", "-W", "2s", "--json"]).json();
+    assert_eq!(
+        (&json["received"], &json["lost"], &json["corrupt"]),
+        (&Value::from(0), &Value::from(0), &Value::from(1)),
+        "answered, wrongly: not lost, not received: {json}"
+    );
+    assert_eq!(json["loss_percent"], 100.0, "{json}");
+}
+
+#[test]
+fn udp_port_unreachable_settles_its_probe_at_once() {
+    // Each probe draws ICMP port unreachable: it is lost, and known lost
+    // then, so the run does not wait out -W for it.
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free port")
+        .port();
+    let endpoint = format!("udp://127.0.0.1:{port}");
+    let started = std::time::Instant::now();
+    let ran = ping(&[&endpoint, "-c", "3", "-i", "20ms", "-W", "8s"]);
+    let took = started.elapsed();
+    assert_eq!(ran.code, Some(1), "{ran:?}");
+    assert_eq!(ran.count("destination port unreachable"), 3, "{ran:?}");
+    assert_eq!(ran.count("Request timeout"), 0, "{ran:?}");
+    assert!(
+        ran.stdout
+            .contains("3 probes transmitted, 0 received, 100% loss"),
+        "{ran:?}"
+    );
+    assert!(ran.stdout.contains(", 3 unreachable"), "{ran:?}");
+    // Not the 8 s of one more timeout: a bound on waiting, not a figure.
+    assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
 }

@@ -54,6 +54,8 @@ pub fn flag_of(setting: Setting) -> &'static str {
         Setting::Access => "--allow/--deny",
         Setting::AllowLowPorts => "--allow-low-ports",
         Setting::UdpRate => "--udp-rate",
+        Setting::Duration => "--duration",
+        Setting::LossTimeout => "--timeout",
         _ => "an option",
     }
 }

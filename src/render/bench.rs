@@ -29,7 +29,13 @@ pub fn text(report: &BenchReport) -> String {
         let _ = write!(params, ", pipeline {k}");
     }
     if let Some(rate) = report.rate {
-        let _ = write!(params, ", rate {rate:.0} msg/s");
+        // Whole messages where that is precise enough; a slow rate in
+        // full, not rounded to `rate 0`.
+        if rate >= 10.0 {
+            let _ = write!(params, ", rate {rate:.0} msg/s");
+        } else {
+            let _ = write!(params, ", rate {rate} msg/s");
+        }
     }
     let _ = writeln!(
         out,
@@ -180,6 +186,15 @@ mod tests {
         );
         assert!(text.contains("max 1.50s"), "{text}");
         assert!(text.contains("errors    1  mismatches 0"), "{text}");
+    }
+
+    #[test]
+    fn slow_rates_are_not_rounded_to_zero() {
+        let mut r = report(&LatencyHistogram::new());
+        r.rate = Some(0.25);
+        assert!(text(&r).contains(", rate 0.25 msg/s,"), "{}", text(&r));
+        r.rate = Some(1500.4);
+        assert!(text(&r).contains(", rate 1500 msg/s,"), "{}", text(&r));
     }
 
     #[test]

@@ -230,6 +230,26 @@ impl DatagramFlow {
         }
     }
 
+    /// Stops waiting for the oldest datagram still pending among those
+    /// numbered below `before`, and returns its number: for an error
+    /// report that answers a datagram without saying which (ICMP port
+    /// unreachable on a connected socket). Such reports come back in the
+    /// order the datagrams went out, so the oldest one waiting is the one
+    /// answered. It is settled at once, as if its timeout had passed (an
+    /// echo of it that still comes is late), so nobody waits out a
+    /// timeout for a datagram already known to be lost.
+    pub fn give_up_oldest(&mut self, before: u64) -> Option<u64> {
+        self.settle();
+        let seq = self.oldest;
+        if seq >= self.next_seq.min(before) {
+            return None;
+        }
+        // `settle` stopped at a pending datagram.
+        self.slot(seq).state = State::TimedOut;
+        self.in_flight -= 1;
+        Some(seq)
+    }
+
     /// Classifies a reply carrying sequence number `seq`. `verify` gets
     /// the datagram's send time (ping's probes carry it) and says whether
     /// the reply's bytes are exactly what was sent.
@@ -382,6 +402,30 @@ mod tests {
             }
         ));
         assert_eq!(flow.next_expiry(), None);
+    }
+
+    #[test]
+    fn an_unnamed_error_settles_the_oldest_pending_datagram() {
+        let t0 = Instant::now();
+        let mut flow = DatagramFlow::new(8, 8, ms(100));
+        for i in 0..3 {
+            flow.send(t0 + ms(i));
+        }
+        assert!(matches!(flow.reply(0, |_| true), Reply::Valid { .. }));
+        // Datagram 0 is answered: the error is datagram 1's.
+        assert_eq!(flow.give_up_oldest(flow.next_seq()), Some(1));
+        assert_eq!(flow.in_flight(), 1);
+        // Only datagrams numbered below `before` are candidates.
+        assert_eq!(flow.give_up_oldest(2), None);
+        assert_eq!(flow.next_expiry(), Some(t0 + ms(102)));
+        assert_eq!(flow.give_up_oldest(3), Some(2));
+        assert_eq!((flow.in_flight(), flow.next_expiry()), (0, None));
+        assert_eq!(flow.give_up_oldest(3), None, "nothing left waiting");
+        // An echo that still comes is late, not lost twice.
+        assert!(matches!(
+            flow.reply(1, |_| true),
+            Reply::Valid { late: true, .. }
+        ));
     }
 
     #[test]

@@ -10,27 +10,84 @@ pub const TIMER_SLACK: Duration = Duration::from_millis(2);
 /// One bench connection's open-loop schedule: a message every `interval`,
 /// whatever the server does, so a stall shows in every message it delays
 /// (no coordinated omission).
+///
+/// Every step is O(1) and no arithmetic can overflow: a schedule whose
+/// next time is past what an [`Instant`] can hold is simply never due
+/// again, and one that fell far behind is moved ahead in one step
+/// ([`Pacer::skip`]) rather than message by message, so a driver's work
+/// per wake-up stays bounded whatever the rate and however late it is.
 #[derive(Debug, Clone)]
 pub struct Pacer {
-    next: Instant,
+    /// When the next message is due; `None` once that is beyond what an
+    /// `Instant` can represent (never, in practice).
+    next: Option<Instant>,
+    /// Between two messages; at least a nanosecond, so that the schedule
+    /// always moves on.
     interval: Duration,
 }
 
 impl Pacer {
     /// The schedule of connection `id` of `connections`, each sending
     /// every `interval` from `start`, staggered so that the connections'
-    /// sends interleave instead of bunching.
+    /// sends interleave instead of bunching. An interval under a
+    /// nanosecond counts as one.
     pub fn new(start: Instant, interval: Duration, id: usize, connections: usize) -> Pacer {
-        let offset = interval.mul_f64(id as f64 / connections.max(1) as f64);
+        let interval = interval.max(Duration::from_nanos(1));
+        let offset = Duration::try_from_secs_f64(
+            interval.as_secs_f64() * (id as f64 / connections.max(1) as f64),
+        )
+        .unwrap_or(Duration::MAX);
         Pacer {
-            next: start + offset,
+            next: start.checked_add(offset),
             interval,
         }
     }
 
-    /// When the next message is due: sleep until then.
+    /// When the next message is due: sleep until then. A schedule that is
+    /// never due again answers with a time a year away (a timer can hold
+    /// that; the run ends long before).
     pub fn next(&self) -> Instant {
-        self.next
+        self.next.unwrap_or_else(|| {
+            let now = Instant::now();
+            now.checked_add(Duration::from_secs(365 * 86_400))
+                .unwrap_or(now)
+        })
+    }
+
+    /// Messages due at `now` and not yet taken: 0 when the next one is
+    /// still ahead. O(1).
+    pub fn behind(&self, now: Instant) -> u64 {
+        match self.next {
+            Some(next) if now >= next => {
+                let late = (now - next).as_nanos() / self.interval.as_nanos();
+                u64::try_from(late).unwrap_or(u64::MAX).saturating_add(1)
+            }
+            _ => 0,
+        }
+    }
+
+    /// Drops from the schedule all but the `keep` most recent messages due
+    /// at `now`, in one step; returns how many were dropped (the caller
+    /// counts them as overflow).
+    ///
+    /// For a schedule far behind (the client stalled, or paced faster than
+    /// it can send): taking the messages one at a time would cost a loop
+    /// turn per message, and at a high rate the schedule moves on faster
+    /// than the loop turns, so the driver would never catch up. The
+    /// oldest are dropped: those kept are still timed from when they were
+    /// due, so the lateness shows in their latency.
+    pub fn skip(&mut self, now: Instant, keep: u64) -> u64 {
+        let behind = self.behind(now);
+        let Some(next) = self.next else { return 0 };
+        if behind <= keep {
+            return 0;
+        }
+        let dropped = behind - keep;
+        let step = self.interval.as_nanos().saturating_mul(u128::from(dropped));
+        self.next = u64::try_from(step)
+            .ok()
+            .and_then(|nanos| next.checked_add(Duration::from_nanos(nanos)));
+        dropped
     }
 
     /// The next message that is due at `now`, with the time to measure its
@@ -40,15 +97,9 @@ impl Pacer {
     /// when it was due, so a stall (of the server, or of the whole
     /// machine) shows in every message it delayed.
     pub fn due(&mut self, now: Instant) -> Option<Instant> {
-        if now < self.next {
-            return None;
-        }
-        let due = if now - self.next <= TIMER_SLACK {
-            now
-        } else {
-            self.next
-        };
-        self.next += self.interval;
+        let next = self.next.filter(|next| now >= *next)?;
+        let due = if now - next <= TIMER_SLACK { now } else { next };
+        self.next = next.checked_add(self.interval);
         Some(due)
     }
 }
@@ -142,5 +193,49 @@ mod tests {
         assert_eq!(p.due(late), Some(start + ms(30)));
         assert_eq!(p.due(late), Some(late), "the one due now is on time");
         assert_eq!(p.due(late), None);
+    }
+
+    #[test]
+    fn a_schedule_far_behind_skips_ahead_in_one_step() {
+        // A nanosecond apart, an hour behind: 3.6e12 messages due. Taken
+        // one by one that is hours of work; skipped, it is one step.
+        let start = Instant::now();
+        let mut p = Pacer::new(start, Duration::from_nanos(1), 0, 1);
+        let now = start + Duration::from_secs(3_600);
+        assert_eq!(p.behind(now), 3_600_000_000_001);
+        assert_eq!(p.skip(now, 1_000), 3_600_000_000_001 - 1_000);
+        assert_eq!(p.behind(now), 1_000);
+        // The ones kept are the most recent, each timed from when it was
+        // due (the oldest of them 999 ns late: within the slack).
+        assert_eq!(p.due(now), Some(now));
+        assert_eq!(p.skip(now, 5_000), 0, "nothing to drop within keep");
+        let mut taken = 1;
+        while p.due(now).is_some() {
+            taken += 1;
+        }
+        assert_eq!(taken, 1_000);
+        // Within what may be kept, nothing is dropped.
+        let mut q = Pacer::new(start, ms(10), 0, 1);
+        assert_eq!(q.skip(start + ms(25), 3), 0);
+        assert_eq!(q.skip(start + ms(25), 1), 2);
+        assert_eq!(q.due(start + ms(25)), Some(start + ms(20)));
+    }
+
+    #[test]
+    fn huge_and_tiny_intervals_never_overflow() {
+        let start = Instant::now();
+        // One message every 1e19 s: the first is due, the next never is.
+        let mut p = Pacer::new(start, Duration::MAX, 0, 1);
+        assert_eq!(p.due(start), Some(start));
+        assert_eq!(p.due(start + Duration::from_secs(1_000_000)), None);
+        assert_eq!(p.behind(start + Duration::from_secs(1_000_000)), 0);
+        assert!(p.next() > start);
+        // A staggered connection's first message is past the end of time.
+        let p = Pacer::new(start, Duration::MAX, 1, 2);
+        assert_eq!(p.behind(start + Duration::from_secs(1_000_000)), 0);
+        // A zero interval still moves on.
+        let mut p = Pacer::new(start, Duration::ZERO, 0, 1);
+        assert_eq!(p.due(start), Some(start));
+        assert_eq!(p.due(start), None);
     }
 }

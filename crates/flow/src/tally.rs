@@ -19,11 +19,22 @@ fn datagram_base(base: u64, seq: u64) -> u64 {
 
 /// Writes bench datagram `seq` of the flow based at `base` into `out`
 /// (its whole length: at least [`HEADER`] bytes).
+///
+/// The body is written a pattern period at a time: [`Pattern::at`] gives
+/// at most one period (65,521 bytes), and a Unix datagram can be larger.
+/// [`Pattern::check`] reads it back the same way.
 #[inline]
 pub fn fill_datagram(pattern: &Pattern, base: u64, seq: u64, out: &mut [u8]) {
     out[..HEADER].copy_from_slice(&seq.to_le_bytes());
-    let body = out.len() - HEADER;
-    out[HEADER..].copy_from_slice(pattern.at(datagram_base(base, seq), body));
+    let mut pos = datagram_base(base, seq);
+    let mut body = &mut out[HEADER..];
+    while !body.is_empty() {
+        let piece = pattern.at(pos, body.len());
+        let (head, rest) = body.split_at_mut(piece.len());
+        head.copy_from_slice(piece);
+        body = rest;
+        pos += piece.len() as u64;
+    }
 }
 
 /// What one flow saw. Counts are this flow's; the run adds them up.
@@ -151,6 +162,23 @@ mod tests {
         let mut out = vec![0u8; size];
         fill_datagram(pattern, Pattern::base(0), seq, &mut out);
         out
+    }
+
+    #[test]
+    fn datagrams_longer_than_the_pattern_period_fill_and_check() {
+        // Unix datagrams reach 200 KiB; the pattern's period is 65,521.
+        let pattern = Pattern::new();
+        let base = Pattern::base(3);
+        let t0 = Instant::now();
+        for size in [HEADER, 65_529, 65_530, 3 * crate::pattern::PERIOD + 100] {
+            let mut out = vec![0u8; size];
+            fill_datagram(&pattern, base, 0, &mut out);
+            let mut flow = DatagramFlow::new(4, 4, Duration::from_secs(1));
+            flow.send(t0);
+            let mut tally = Tally::default();
+            let got = tally.datagram_reply(&mut flow, &pattern, 3, base, size, &out, size);
+            assert_eq!(got, Some(t0), "{size}: {tally:?}");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::histogram::{HistogramError, LatencyHistogram};
+use crate::stats::round_us;
 
 /// Why a report could not be built, read or merged.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +80,13 @@ pub struct BenchCounts {
 
 /// The `latency_us` object: percentiles in microseconds plus the histogram
 /// they came from.
+///
+/// Every value is read from the histogram, whose values are bucket bounds
+/// (within 0.1 %): min the bottom of the lowest bucket, max and the
+/// percentiles the top of theirs. So a percentile lies within `[min, max]`
+/// by construction; it is clamped there all the same, so that the
+/// contract's promise ("every percentile lies between min and max") holds
+/// whatever histogram a merged file carried, and the mean likewise.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LatencySummary {
     /// Fastest echo.
@@ -141,23 +149,46 @@ pub struct BenchReport {
 }
 
 impl LatencySummary {
+    /// The summary of `h`: percentiles clamped to `[min, max]`, the mean
+    /// rounded to the nanosecond (see [`LatencySummary`]).
     fn from_histogram(h: &LatencyHistogram) -> Result<Self, ReportError> {
+        let min = h.min() as f64;
+        // `max()` is never below `min()`; `max(min)` keeps `clamp` from
+        // panicking should that ever change.
+        let max = (h.max() as f64).max(min);
+        let at = |p: f64| (h.percentile(p) as f64).clamp(min, max);
         Ok(Self {
-            min: h.min() as f64,
-            p50: h.percentile(50.0) as f64,
-            p90: h.percentile(90.0) as f64,
-            p99: h.percentile(99.0) as f64,
-            p999: h.percentile(99.9) as f64,
-            max: h.max() as f64,
-            mean: h.mean(),
+            min,
+            p50: at(50.0),
+            p90: at(90.0),
+            p99: at(99.0),
+            p999: at(99.9),
+            max,
+            mean: round_us(h.mean().clamp(min, max)),
             histogram: h.to_base64().map_err(ReportError::Histogram)?,
         })
     }
 }
 
-/// `count / seconds`, or 0 for a run too short to measure.
+/// `count / seconds`, or 0 for a run too short to measure; rounded to
+/// three decimals, as printed (a rate is not known finer than that, and
+/// JSON readers should not see a float's binary tail).
 fn per_second(count: f64, seconds: f64) -> f64 {
-    if seconds > 0.0 { count / seconds } else { 0.0 }
+    if seconds > 0.0 {
+        round_to(count / seconds, 3)
+    } else {
+        0.0
+    }
+}
+
+/// `x` rounded to `decimals` decimal places (finite values only).
+fn round_to(x: f64, decimals: i32) -> f64 {
+    let scale = 10f64.powi(decimals);
+    if x.is_finite() {
+        (x * scale).round() / scale
+    } else {
+        x
+    }
 }
 
 impl BenchReport {
@@ -168,7 +199,8 @@ impl BenchReport {
         counts: &BenchCounts,
         latencies: &LatencyHistogram,
     ) -> Result<Self, ReportError> {
-        let duration_s = counts.duration.as_secs_f64();
+        // To the microsecond: what the clock says, without a float's tail.
+        let duration_s = round_to(counts.duration.as_secs_f64(), 6);
         let messages = latencies.len();
         let bytes = messages as f64 * params.message_size as f64;
         Ok(Self {
@@ -266,8 +298,8 @@ impl BenchReport {
             merged.connections = merged.connections.saturating_add(report.connections);
             merged.duration_s = merged.duration_s.max(report.duration_s);
             merged.messages = merged.messages.saturating_add(report.messages);
-            merged.msgs_per_s += report.msgs_per_s;
-            merged.bytes_per_s += report.bytes_per_s;
+            merged.msgs_per_s = round_to(merged.msgs_per_s + report.msgs_per_s, 3);
+            merged.bytes_per_s = round_to(merged.bytes_per_s + report.bytes_per_s, 3);
             merged.errors = merged.errors.saturating_add(report.errors);
             merged.mismatches = merged.mismatches.saturating_add(report.mismatches);
             if merged.pipeline != report.pipeline {

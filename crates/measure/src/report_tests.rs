@@ -210,3 +210,51 @@ fn merge_endpoints_extras_and_sizes() {
         Err(ReportError::NoReports)
     ));
 }
+
+#[test]
+fn printed_floats_carry_no_binary_tail() {
+    let mut h = LatencyHistogram::new();
+    for us in [10, 11, 13] {
+        h.record(us);
+    }
+    let c = BenchCounts {
+        duration: Duration::from_nanos(3_000_000_123),
+        ..counts(0)
+    };
+    let r = BenchReport::new(&params("x"), &c, &h).expect("builds");
+    let v: serde_json::Value = serde_json::from_str(&r.to_json()).expect("valid JSON");
+    assert_eq!(v["duration_s"].to_string(), "3.0");
+    assert_eq!(v["msgs_per_s"].to_string(), "1.0");
+    // 34 / 3 µs, to the nanosecond.
+    assert_eq!(v["latency_us"]["mean"].to_string(), "11.333");
+}
+
+proptest::proptest! {
+    /// Whatever the latencies, in a report of one run or a merge of
+    /// several, every percentile lies within [min, max].
+    #[test]
+    fn percentiles_lie_between_min_and_max(
+        runs in proptest::collection::vec(
+            proptest::collection::vec(0u64..10_000_000_000, 1..100), 1..4)
+    ) {
+        let mut reports = Vec::new();
+        for samples in &runs {
+            let mut h = LatencyHistogram::new();
+            for &us in samples {
+                h.record(us);
+            }
+            reports.push(report("x", &h, 1));
+        }
+        let merged = BenchReport::merge(&reports).expect("merges");
+        for r in reports.iter().chain([&merged]) {
+            let l = &r.latency_us;
+            for (name, p) in [("p50", l.p50), ("p90", l.p90), ("p99", l.p99), ("p999", l.p999)] {
+                proptest::prop_assert!(
+                    l.min <= p && p <= l.max,
+                    "{name} {p} outside [{}, {}]", l.min, l.max
+                );
+            }
+            proptest::prop_assert!(l.min <= l.mean && l.mean <= l.max);
+        }
+    }
+}

@@ -16,6 +16,13 @@ use crate::histogram::LatencyHistogram;
 /// values over the samples as given, with sub-microsecond precision);
 /// percentiles come from a [`LatencyHistogram`] (1 µs to 1 hour, 3
 /// significant digits), so they are within 0.1 % and whole microseconds.
+///
+/// A histogram value is the top of its bucket of whole microseconds, so
+/// read raw it can lie above the exact maximum (a 209.525 µs sample reads
+/// as 210 µs) or below the exact minimum. Every percentile is therefore
+/// clamped to the exact `[min, max]`: a reader can never see a p99 slower
+/// than the slowest round trip. The clamp moves a percentile by less than
+/// the histogram's own precision (one bucket), so it loses nothing.
 #[derive(Clone, Debug, Default)]
 pub struct RttStats {
     /// Number of samples recorded.
@@ -130,8 +137,12 @@ impl RttStats {
     }
 
     /// Round trip at percentile `p` (0 ..= 100) in µs; 0 when empty.
+    /// Clamped to the exact `[min, max]` (see [`RttStats`]).
     pub fn percentile(&self, p: f64) -> f64 {
-        self.histogram.percentile(p) as f64
+        if self.is_empty() {
+            return 0.0;
+        }
+        (self.histogram.percentile(p) as f64).clamp(self.min, self.max)
     }
 
     /// The histogram of every sample, for plots and merging.
@@ -139,17 +150,39 @@ impl RttStats {
         &self.histogram
     }
 
-    /// All statistics at once, in the shape of the contract's `rtt_us`.
+    /// All statistics at once, in the shape of the contract's `rtt_us`:
+    /// percentiles clamped to `[min, max]` (see [`RttStats`]), every value
+    /// rounded to the nanosecond ([`round_us`]).
     pub fn summary(&self) -> RttSummary {
+        // The mean of samples in [min, max] lies there too, but a float
+        // sum may stray by an ulp; clamp it like the percentiles.
+        let mean = if self.is_empty() {
+            0.0
+        } else {
+            self.mean().clamp(self.min, self.max)
+        };
+        // Rounding is monotonic, so the rounded percentiles stay within
+        // the rounded min and max.
         RttSummary {
-            min: self.min(),
-            mean: self.mean(),
-            max: self.max(),
-            stddev: self.stddev(),
-            p50: self.percentile(50.0),
-            p90: self.percentile(90.0),
-            p99: self.percentile(99.0),
+            min: round_us(self.min()),
+            mean: round_us(mean),
+            max: round_us(self.max()),
+            stddev: round_us(self.stddev()),
+            p50: round_us(self.percentile(50.0)),
+            p90: round_us(self.percentile(90.0)),
+            p99: round_us(self.percentile(99.0)),
         }
+    }
+}
+
+/// A time in microseconds rounded to three decimals (the nanosecond), as
+/// reports print it: the clock measures no finer, and JSON readers get
+/// `15.062` rather than the binary float's `15.062000000000001`.
+pub fn round_us(us: f64) -> f64 {
+    if us.is_finite() {
+        (us * 1000.0).round() / 1000.0
+    } else {
+        us
     }
 }
 
@@ -258,6 +291,52 @@ mod tests {
             assert_eq!(json[key], 7.0, "{key}");
         }
         assert_eq!(json["stddev"], 0.0);
+    }
+
+    #[test]
+    fn percentiles_never_pass_the_exact_extremes() {
+        // The sample that `ping --json` printed as max 209.525, p99 210.0.
+        let s = stats_of(&[209.525]);
+        let sum = s.summary();
+        assert_eq!((sum.min, sum.max), (209.525, 209.525));
+        assert_eq!((sum.p50, sum.p90, sum.p99), (209.525, 209.525, 209.525));
+        // And below the minimum: 10.4 reads as 10 from the histogram.
+        let sum = stats_of(&[10.4, 10.45]).summary();
+        assert!(sum.p50 >= sum.min, "{sum:?}");
+    }
+
+    #[test]
+    fn printed_values_are_rounded_to_the_nanosecond() {
+        let sum = stats_of(&[15.062, 15.0620000001, 15.062]).summary();
+        assert_eq!(sum.min, 15.062);
+        assert_eq!(
+            serde_json::to_value(sum).expect("serializes")["mean"].to_string(),
+            "15.062"
+        );
+        assert_eq!(round_us(1.0004999), 1.0);
+        assert_eq!(round_us(2.0 / 3.0), 0.667);
+    }
+
+    proptest::proptest! {
+        /// Whatever the samples, every percentile lies within [min, max].
+        #[test]
+        fn percentiles_lie_between_min_and_max(
+            samples in proptest::collection::vec(0.0f64..5e6, 1..200)
+        ) {
+            let s = stats_of(&samples);
+            let sum = s.summary();
+            for (name, p) in [("p50", sum.p50), ("p90", sum.p90), ("p99", sum.p99)] {
+                proptest::prop_assert!(
+                    sum.min <= p && p <= sum.max,
+                    "{name} {p} outside [{}, {}]", sum.min, sum.max
+                );
+            }
+            proptest::prop_assert!(sum.min <= sum.mean && sum.mean <= sum.max);
+            for q in [0.0, 50.0, 99.9, 100.0] {
+                let p = s.percentile(q);
+                proptest::prop_assert!(s.min() <= p && p <= s.max());
+            }
+        }
     }
 
     #[test]

@@ -45,6 +45,10 @@ pub enum Setting {
     AllowLowPorts,
     /// `server::UdpGuard::rate`.
     UdpRate,
+    /// `BenchConfig::duration`.
+    Duration,
+    /// `BenchConfig::timeout`: when an unanswered bench datagram is lost.
+    LossTimeout,
 }
 
 impl Setting {
@@ -64,11 +68,13 @@ impl Setting {
             Setting::Access => "access",
             Setting::AllowLowPorts => "allow_low_ports",
             Setting::UdpRate => "udp_rate",
+            Setting::Duration => "duration",
+            Setting::LossTimeout => "timeout",
         }
     }
 
     /// Every setting, for a caller that maps names to its own words.
-    pub const ALL: [Setting; 13] = [
+    pub const ALL: [Setting; 15] = [
         Setting::MaxConns,
         Setting::TlsKeyPair,
         Setting::Pipeline,
@@ -82,6 +88,8 @@ impl Setting {
         Setting::Access,
         Setting::AllowLowPorts,
         Setting::UdpRate,
+        Setting::Duration,
+        Setting::LossTimeout,
     ];
 }
 

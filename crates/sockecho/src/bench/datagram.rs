@@ -60,13 +60,16 @@ pub(super) async fn drive(id: usize, socket: Datagram, shared: &Shared) -> Tally
             return Poll::Ready(Ending::Done);
         }
         if let Some(pacer) = pacer.as_mut() {
-            while let Some(at) = pacer.poll_due(cx) {
-                if due.len() < sockecho_flow::stream::MAX_QUEUED {
+            // The same cap on what one flow may owe as over streams.
+            let cap = sockecho_flow::stream::MAX_QUEUED;
+            let room = cap.saturating_sub(due.len());
+            tally.overflowed += pacer.poll_schedule(cx, room, |at| {
+                let fits = due.len() < cap;
+                if fits {
                     due.push_back(at);
-                } else {
-                    tally.overflowed += 1;
                 }
-            }
+                fits
+            });
         }
         loop {
             let mut progressed = false;

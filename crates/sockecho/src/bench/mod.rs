@@ -18,6 +18,8 @@
 //! (no coordinated omission).
 
 mod datagram;
+#[cfg(target_os = "linux")]
+mod nofile;
 mod record;
 mod stream;
 #[cfg(target_os = "linux")]
@@ -48,6 +50,22 @@ pub const DEFAULT_MESSAGE_SIZE: usize = 64;
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 /// How long an unanswered datagram waits before it counts as lost.
 pub const DEFAULT_LOSS_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The fastest one connection's open-loop schedule is paced: a message
+/// every 100 ns. Taking a message from the schedule costs a clock
+/// comparison and a queue push, some tens of nanoseconds; a schedule
+/// faster than that moves on faster than any client can follow it (a
+/// connection sends a few million small messages a second at best), so
+/// such a rate is refused rather than half-kept. More connections pace
+/// more.
+pub const MAX_RATE_PER_CONNECTION: f64 = 1e7;
+
+/// The slowest one connection's schedule is paced: a message every
+/// 1,000,000 s (11.6 days), longer than any run (a duration is at most a
+/// day). A slower schedule sends nothing but connection 0's first message,
+/// and at the extreme its interval fits no `Duration` (`--rate 1e-20`):
+/// refused, rather than run as something other than what was asked.
+pub const MIN_RATE_PER_CONNECTION: f64 = 1e-6;
 
 /// What `bench` does.
 #[derive(Debug, Clone)]
@@ -237,6 +255,11 @@ type ThreadResult = (Vec<(usize, Tally)>, LatencyHistogram);
 ///
 /// Fails only if no connection at all can be made; a connection that fails
 /// later is counted in `errors` and the run goes on with the others.
+///
+/// On Linux, a run with more connections than the soft descriptor limit
+/// allows raises that limit towards the hard one, as load tools do (wrk,
+/// iperf3); more connections than even the hard limit allows are refused
+/// before anything starts ([`Setting::Connections`]).
 pub async fn run(
     config: &BenchConfig,
     stop: &CancellationToken,
@@ -248,6 +271,12 @@ pub async fn run(
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .clamp(1, config.connections);
+    #[cfg(target_os = "linux")]
+    nofile::ensure(config.connections, threads)?;
+    let interval = match config.rate {
+        Some(rate) => Some(interval_of(config.connections, rate)?),
+        None => None,
+    };
 
     // One thread per core, each with its own single-threaded runtime (or
     // ring) and its share of the connections, as a hand-written epoll
@@ -270,24 +299,29 @@ pub async fn run(
             kind,
             tls: tls.clone(),
             uring: use_uring,
+            thread: t,
         };
         let ready_tx = ready_tx.clone();
         let (go_tx, go_rx) = std::sync::mpsc::channel::<Arc<Shared>>();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name(format!("bench-{t}"))
             .spawn(move || worker::worker(ids, target, ready_tx, go_rx, done_tx))
             .map_err(|e| Error::io("starting a bench thread", e))?;
-        workers.push((go_tx, done_rx));
+        workers.push((go_tx, done_rx, handle));
     }
     drop(ready_tx);
 
     // Connect everything before the clock starts.
     let mut connected = 0usize;
+    let mut connected_by_thread = vec![0usize; threads];
     let mut connect_errors = 0u64;
     let mut first_error = None;
     while let Some(ready) = ready_rx.recv().await {
         connected += ready.connected;
+        if let Some(n) = connected_by_thread.get_mut(ready.thread) {
+            *n = ready.connected;
+        }
         connect_errors += ready.errors;
         if first_error.is_none() {
             first_error = ready.first_error;
@@ -308,9 +342,7 @@ pub async fn run(
         message_size: config.message_size,
         pipeline: config.pipeline,
         timeout: config.timeout,
-        interval: config
-            .rate
-            .map(|rate| Duration::from_secs_f64(config.connections as f64 / rate)),
+        interval,
         connections: config.connections,
         pattern: Pattern::new(),
         start,
@@ -323,10 +355,10 @@ pub async fn run(
         progress: progress.clone(),
     });
     let mut results = Vec::with_capacity(threads);
-    for (go_tx, done_rx) in workers {
+    for (go_tx, done_rx, handle) in workers {
         // A worker whose connections all failed has already ended.
         let _ = go_tx.send(shared.clone());
-        results.push(done_rx);
+        results.push((done_rx, handle));
     }
     let finished = CancellationToken::new();
     let watcher = {
@@ -360,12 +392,27 @@ pub async fn run(
     let mut first_mismatch: Option<(usize, String)> = None;
     let mut histogram = LatencyHistogram::new();
     let mut tallies = Vec::with_capacity(config.connections);
-    for done in results {
+    for (t, (done, handle)) in results.into_iter().enumerate() {
         if let Ok((thread_tallies, latencies)) = done.await {
             tallies.extend(thread_tallies);
             histogram.add(&latencies);
+            continue;
         }
+        // No results: the thread had nothing to drive (every connect
+        // failed, counted already), or it died and took its connections'
+        // results with it. Those must fail the run, never vanish from it.
+        let joined = tokio::task::spawn_blocking(move || handle.join()).await;
+        let why = match joined {
+            Ok(Ok(())) => continue,
+            Ok(Err(payload)) => worker::panic_message(payload.as_ref()),
+            Err(e) => e.to_string(),
+        };
+        let lost = connected_by_thread.get(t).copied().unwrap_or(0) as u64;
+        counts.errors += lost;
+        progress.0.errors.fetch_add(lost, Ordering::Relaxed);
+        first_error.get_or_insert_with(|| format!("bench thread {t} failed: {why}"));
     }
+    let mut overflowed = 0u64;
     for (id, tally) in tallies {
         counts.errors += tally.errors;
         counts.mismatches += tally.mismatches;
@@ -378,18 +425,21 @@ pub async fn run(
         if first_error.is_none() {
             first_error = tally.first_error;
         }
-        if tally.overflowed > 0 {
-            tracing::warn!(
-                messages = tally.overflowed,
-                "open-loop schedule overflowed: the server fell too far behind"
-            );
-        }
+        overflowed += tally.overflowed;
         if let Some(text) = tally.first_mismatch {
             // Report the lowest-numbered connection's, for a stable message.
             if first_mismatch.as_ref().is_none_or(|(i, _)| id < *i) {
                 first_mismatch = Some((id, text));
             }
         }
+    }
+    if overflowed > 0 {
+        // One line for the run, not one per connection.
+        tracing::warn!(
+            messages = overflowed,
+            "open-loop schedule overflowed: messages due were dropped, not sent; \
+             the server, or this client, fell too far behind"
+        );
     }
     finished.cancel();
     let halted_at = watcher.await.ok().flatten();
@@ -417,7 +467,27 @@ pub async fn run(
 }
 
 /// Reads `bench --json` files and merges them into one report.
+///
+/// One file given twice, under any name (`a.json ./a.json`, a link), is
+/// refused ([`Error::Config`]): its run would count twice.
 pub fn merge_files(paths: &[std::path::PathBuf]) -> Result<BenchReport, Error> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut seen: Vec<((u64, u64), &std::path::Path)> = Vec::with_capacity(paths.len());
+    for path in paths {
+        // A file that cannot be read is reported below, when reading it.
+        let Ok(meta) = std::fs::metadata(path) else {
+            continue;
+        };
+        let file = (meta.dev(), meta.ino());
+        if let Some((_, first)) = seen.iter().find(|(id, _)| *id == file) {
+            return Err(Error::Config(format!(
+                "cannot merge {} with {}: it is the same file, whose run would count twice",
+                path.display(),
+                first.display()
+            )));
+        }
+        seen.push((file, path));
+    }
     let mut reports = Vec::with_capacity(paths.len());
     for path in paths {
         let what = path.display().to_string();
@@ -453,6 +523,12 @@ fn validate(config: &BenchConfig) -> Result<(), Error> {
     if config.connections == 0 {
         return Err(Error::setting(Setting::Connections, "must be at least 1"));
     }
+    if config.duration.is_zero() {
+        return Err(Error::setting(
+            Setting::Duration,
+            "must be more than 0: a run of no time measures nothing",
+        ));
+    }
     if config.pipeline == 0 {
         return Err(Error::setting(Setting::Pipeline, "must be at least 1"));
     }
@@ -468,6 +544,28 @@ fn validate(config: &BenchConfig) -> Result<(), Error> {
         return Err(Error::setting(
             Setting::Rate,
             "must be a positive number of messages per second",
+        ));
+    }
+    if let Some(rate) = config.rate {
+        interval_of(config.connections, rate)?;
+    }
+    if config.endpoint.kind() == Kind::Datagram && config.timeout.is_zero() {
+        return Err(Error::setting(
+            Setting::LossTimeout,
+            "must be more than 0 over datagrams: every datagram would count as \
+             lost before its echo could come back",
+        ));
+    }
+    if let Endpoint::UnixDgram(_) = config.endpoint
+        && let Some(max) = max_unix_datagram()
+        && config.message_size > max
+    {
+        return Err(Error::setting(
+            Setting::MessageSize,
+            format!(
+                "Unix datagrams carry at most {max} bytes here (the default socket \
+                 send buffer, net.core.wmem_default, less 32 bytes)"
+            ),
         ));
     }
     if config.endpoint.kind() == Kind::Datagram {
@@ -487,4 +585,173 @@ fn validate(config: &BenchConfig) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// The time between one connection's messages at a total `rate` over
+/// `connections`, or why that rate cannot be paced: each connection's
+/// share must lie within [`MIN_RATE_PER_CONNECTION`] and
+/// [`MAX_RATE_PER_CONNECTION`].
+fn interval_of(connections: usize, rate: f64) -> Result<Duration, Error> {
+    let conns = connections.max(1) as f64;
+    let each = rate / conns;
+    let over = |n: usize| format!("{n} connection{}", if n == 1 { "" } else { "s" });
+    if each > MAX_RATE_PER_CONNECTION {
+        return Err(Error::setting(
+            Setting::Rate,
+            format!(
+                "{} msg/s over {} is more than the client can pace: at most {} msg/s \
+                 per connection (a message every 100 ns); use more connections or a lower rate",
+                number(rate),
+                over(connections),
+                number(MAX_RATE_PER_CONNECTION)
+            ),
+        ));
+    }
+    let interval = Duration::try_from_secs_f64(conns / rate).ok();
+    match interval {
+        Some(interval) if each >= MIN_RATE_PER_CONNECTION => Ok(interval),
+        _ => Err(Error::setting(
+            Setting::Rate,
+            format!(
+                "{} msg/s over {} is too low to schedule: at least {} msg/s per \
+                 connection (a message every 11.6 days)",
+                number(rate),
+                over(connections),
+                number(MIN_RATE_PER_CONNECTION)
+            ),
+        )),
+    }
+}
+
+/// A rate as a reader takes it in: plain within a sensible range
+/// (`1000000`, `0.5`), in exponent form outside it (`1e-19`).
+fn number(x: f64) -> String {
+    if (1e-3..1e12).contains(&x.abs()) || x == 0.0 {
+        format!("{x}")
+    } else {
+        format!("{x:e}")
+    }
+}
+
+/// The largest Unix datagram a socket with the default send buffer can
+/// send: Linux refuses (`EMSGSIZE`) a datagram longer than the send
+/// buffer less 32 bytes. Read from a fresh socket, since the default is
+/// the host's (`net.core.wmem_default`); `None` where that cannot be told.
+fn max_unix_datagram() -> Option<usize> {
+    if !cfg!(target_os = "linux") {
+        return None;
+    }
+    let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::DGRAM, None).ok()?;
+    socket.send_buffer_size().ok()?.checked_sub(32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(endpoint: &str) -> BenchConfig {
+        BenchConfig::new(endpoint.parse().expect("endpoint"))
+    }
+
+    /// A run's shared state for the drivers' tests: two connections,
+    /// closed loop, measuring from now for a second.
+    pub(super) fn shared() -> Shared {
+        let start = Instant::now();
+        Shared {
+            message_size: 64,
+            pipeline: 1,
+            timeout: Duration::from_secs(1),
+            interval: None,
+            connections: 2,
+            pattern: Pattern::new(),
+            start,
+            window: Window {
+                start,
+                end: start + Duration::from_secs(1),
+            },
+            halted: AtomicBool::new(false),
+            halt: CancellationToken::new(),
+            progress: Progress::new(),
+        }
+    }
+
+    fn refusal(config: &BenchConfig) -> (Setting, String) {
+        match validate(config) {
+            Err(Error::Setting { setting, reason }) => (setting, reason),
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn rates_the_client_cannot_pace_are_refused() {
+        let mut c = config("tcp://127.0.0.1:9");
+        c.connections = 1;
+        for rate in [1e9, 2.5e7, 1e-19, 1e-20, 1e-300] {
+            c.rate = Some(rate);
+            let (setting, reason) = refusal(&c);
+            assert_eq!(setting, Setting::Rate, "{rate}");
+            assert!(!reason.contains('\n'), "{reason}");
+        }
+        c.rate = Some(1e9);
+        assert!(
+            refusal(&c)
+                .1
+                .starts_with("1000000000 msg/s over 1 connection is more")
+        );
+        c.rate = Some(1e-20);
+        assert!(
+            refusal(&c)
+                .1
+                .starts_with("1e-20 msg/s over 1 connection is too low")
+        );
+        // More connections pace more; the bounds themselves are kept.
+        c.connections = 100;
+        c.rate = Some(1e9);
+        assert!(validate(&c).is_ok());
+        c.connections = 1;
+        for rate in [MAX_RATE_PER_CONNECTION, MIN_RATE_PER_CONNECTION, 1000.0] {
+            c.rate = Some(rate);
+            assert!(validate(&c).is_ok(), "{rate}");
+            assert!(interval_of(1, rate).is_ok(), "{rate}");
+        }
+        assert_eq!(interval_of(4, 1000.0).unwrap(), Duration::from_millis(4));
+    }
+
+    #[test]
+    fn runs_that_cannot_measure_are_refused() {
+        let mut c = config("tcp://127.0.0.1:9");
+        c.duration = Duration::ZERO;
+        assert_eq!(refusal(&c).0, Setting::Duration);
+        // The loss timeout matters only over datagrams.
+        let mut c = config("tcp://127.0.0.1:9");
+        c.timeout = Duration::ZERO;
+        assert!(validate(&c).is_ok());
+        let mut c = config("udp://127.0.0.1:9");
+        c.timeout = Duration::ZERO;
+        assert_eq!(refusal(&c).0, Setting::LossTimeout);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn unix_datagrams_are_refused_beyond_what_the_socket_can_send() {
+        let max = max_unix_datagram().expect("a Unix datagram socket");
+        assert!(max > 65_535, "{max}");
+        let mut c = config("unix-dgram:/tmp/x.sock");
+        c.message_size = max;
+        assert!(validate(&c).is_ok());
+        c.message_size = max + 1;
+        let (setting, reason) = refusal(&c);
+        assert_eq!(setting, Setting::MessageSize);
+        assert!(reason.contains(&format!("at most {max} bytes")), "{reason}");
+    }
+
+    #[test]
+    fn panic_messages_are_read_back() {
+        let text: Box<dyn std::any::Any + Send> = Box::new("boom");
+        assert_eq!(worker::panic_message(text.as_ref()), "boom");
+        let owned: Box<dyn std::any::Any + Send> = Box::new(String::from("bang"));
+        assert_eq!(worker::panic_message(owned.as_ref()), "bang");
+        let other: Box<dyn std::any::Any + Send> = Box::new(7u8);
+        assert_eq!(worker::panic_message(other.as_ref()), "a panic");
+    }
 }

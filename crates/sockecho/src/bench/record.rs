@@ -52,6 +52,13 @@ pub(super) fn error(shared: &Shared, tally: &mut Tally, id: usize, e: &std::io::
     shared.progress.0.errors.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Connection `id` failed for a reason that is not an I/O error (its
+/// driver died): counted like one.
+pub(super) fn failed(shared: &Shared, tally: &mut Tally, id: usize, why: &str) {
+    tally.error(id, why);
+    shared.progress.0.errors.fetch_add(1, Ordering::Relaxed);
+}
+
 /// How connection `id`'s run ended, into its tally.
 pub(super) fn end(
     shared: &Shared,

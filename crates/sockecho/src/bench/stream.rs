@@ -41,11 +41,8 @@ pub(super) async fn drive(id: usize, mut stream: Stream, shared: &Shared) -> Tal
             return Poll::Ready(Ending::Done);
         }
         if let Some(pacer) = pacer.as_mut() {
-            while let Some(due) = pacer.poll_due(cx) {
-                if !flow.schedule(due) {
-                    tally.overflowed += 1;
-                }
-            }
+            let room = sockecho_flow::stream::MAX_QUEUED.saturating_sub(flow.owed());
+            tally.overflowed += pacer.poll_schedule(cx, room, |due| flow.schedule(due));
         }
         loop {
             let mut progressed = false;
@@ -109,8 +106,15 @@ pub(super) async fn drive(id: usize, mut stream: Stream, shared: &Shared) -> Tal
     tally
 }
 
-/// An open-loop schedule on tokio's timer: yields each message's intended
-/// send time once it is due (see [`sockecho_flow::Pacer::due`]).
+/// The most messages one poll takes from an open-loop schedule. A
+/// schedule can fall behind by millions (a client paced faster than it
+/// can send, or stopped for a while); taking them all in one poll would
+/// keep the task from ever looking at the run's end, a stop signal or its
+/// socket. Past this many the task yields and wakes itself at once.
+pub(super) const SCHEDULE_BUDGET: u64 = 4096;
+
+/// An open-loop schedule on tokio's timer: hands over each message's
+/// intended send time once it is due (see [`sockecho_flow::Pacer::due`]).
 pub(super) struct Ticker {
     pacer: sockecho_flow::Pacer,
     sleep: Pin<Box<tokio::time::Sleep>>,
@@ -122,18 +126,52 @@ impl Ticker {
         Ticker { pacer, sleep }
     }
 
-    /// The next send time that is due, if any; otherwise the timer is set
-    /// to wake the task when one is.
-    pub(super) fn poll_due(&mut self, cx: &mut Context<'_>) -> Option<Instant> {
-        if let Some(due) = self.pacer.due(Instant::now()) {
-            return Some(due);
+    /// Hands the messages due now to `take` (which says `false` when it
+    /// has no room for one), at most [`SCHEDULE_BUDGET`] of them; returns
+    /// how many were dropped: refused by `take`, or skipped because more
+    /// were due than the `room` the caller has left (the oldest go, in one
+    /// step: [`sockecho_flow::Pacer::skip`]). The caller counts them as
+    /// overflow.
+    ///
+    /// Bounded work whatever the rate: when the budget runs out with
+    /// messages still due, the task is woken again at once; otherwise the
+    /// timer is set to wake it when the next one is due.
+    pub(super) fn poll_schedule(
+        &mut self,
+        cx: &mut Context<'_>,
+        room: usize,
+        mut take: impl FnMut(Instant) -> bool,
+    ) -> u64 {
+        let now = Instant::now();
+        let mut dropped = self.pacer.skip(now, room as u64);
+        for _ in 0..SCHEDULE_BUDGET {
+            let Some(due) = self.pacer.due(now) else {
+                self.arm(cx);
+                return dropped;
+            };
+            if !take(due) {
+                dropped += 1;
+            }
         }
+        if self.pacer.behind(now) > 0 {
+            cx.waker().wake_by_ref();
+        } else {
+            self.arm(cx);
+        }
+        dropped
+    }
+
+    /// Sets the timer to wake the task when the next message is due.
+    fn arm(&mut self, cx: &mut Context<'_>) {
         let next = self.pacer.next().into();
         if self.sleep.deadline() != next {
             self.sleep.as_mut().reset(next);
         }
-        let _ = self.sleep.as_mut().poll(cx);
-        None
+        // Already past (time went by since `now`): a ready timer registers
+        // no wake-up, so wake the task here or it would wait for I/O.
+        if self.sleep.as_mut().poll(cx).is_ready() {
+            cx.waker().wake_by_ref();
+        }
     }
 }
 
@@ -167,3 +205,65 @@ impl RunEnd {
 }
 
 use std::future::Future as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Wake, Waker};
+    use std::time::Duration;
+
+    /// Counts its wake-ups.
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_poll_takes_a_bounded_batch_however_far_behind() {
+        // A message every nanosecond, ten seconds behind: 1e10 due. Taken
+        // one by one in a single poll, that poll would never end (the
+        // schedule moves on faster than the loop turns).
+        let now = Instant::now();
+        let start = now
+            .checked_sub(Duration::from_secs(10))
+            .unwrap_or(now - Duration::from_secs(1));
+        let behind = now.duration_since(start).as_nanos() as u64;
+        let mut ticker = Ticker::new(sockecho_flow::Pacer::new(
+            start,
+            Duration::from_nanos(1),
+            0,
+            1,
+        ));
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+
+        let mut taken = 0u64;
+        let dropped = ticker.poll_schedule(&mut cx, 100_000, |_| {
+            taken += 1;
+            true
+        });
+        assert_eq!(taken, SCHEDULE_BUDGET);
+        // Everything but the 100,000 kept was dropped in one step.
+        assert!(dropped >= behind - 100_000, "{dropped}");
+        // Still behind: the task is woken to come back at once.
+        assert_eq!(count.0.load(Ordering::Relaxed), 1);
+
+        // With no room left, all that is due is dropped, nothing taken.
+        let dropped = ticker.poll_schedule(&mut cx, 0, |_| panic!("no room"));
+        assert!(dropped >= 100_000 - SCHEDULE_BUDGET, "{dropped}");
+
+        // A message refused by `take` counts as dropped too.
+        let mut refused = 0;
+        let dropped = ticker.poll_schedule(&mut cx, 10, |_| {
+            refused += 1;
+            false
+        });
+        assert!(refused >= 1 && dropped >= refused, "{refused} {dropped}");
+    }
+}

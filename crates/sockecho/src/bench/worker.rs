@@ -4,6 +4,7 @@
 //! ring: `uring.rs` for streams, `uring_dgram.rs` for UDP), and hands back
 //! their tallies and latencies.
 
+use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,10 +42,14 @@ pub(super) struct Target {
     pub(super) tls: Option<crate::transport::tls::ClientTls>,
     /// Drive on an io_uring ring rather than on tokio.
     pub(super) uring: bool,
+    /// Which thread of the run this is.
+    pub(super) thread: usize,
 }
 
 /// What a worker thread reports once its connections are made.
 pub(super) struct Ready {
+    /// Which thread reports.
+    pub(super) thread: usize,
     pub(super) connected: usize,
     pub(super) errors: u64,
     pub(super) first_error: Option<Error>,
@@ -66,6 +71,7 @@ pub(super) fn worker(
         Ok(runtime) => runtime,
         Err(e) => {
             let _ = ready_tx.blocking_send(Ready {
+                thread: target.thread,
                 connected: 0,
                 errors: ids.len() as u64,
                 first_error: Some(Error::io("starting a bench runtime", e)),
@@ -112,6 +118,7 @@ async fn connect_all(ids: Vec<usize>, target: &Target) -> (Vec<(usize, Conn)>, R
     }
     let mut conns = Vec::new();
     let mut ready = Ready {
+        thread: target.thread,
         connected: 0,
         errors: 0,
         first_error: None,
@@ -133,23 +140,63 @@ async fn connect_all(ids: Vec<usize>, target: &Target) -> (Vec<(usize, Conn)>, R
 /// Drives every connection as a task of this thread's runtime.
 async fn drive_tokio(conns: Vec<(usize, Conn)>, shared: &Arc<Shared>) -> Vec<(usize, Tally)> {
     let mut tasks = tokio::task::JoinSet::new();
+    let mut ids = HashMap::with_capacity(conns.len());
     for (id, conn) in conns {
         let shared = shared.clone();
-        tasks.spawn(async move {
+        let task = tasks.spawn(async move {
             let tally = match conn {
                 Conn::Stream(s) => stream::drive(id, s, &shared).await,
                 Conn::Datagram(d) => datagram::drive(id, d, &shared).await,
             };
             (id, tally)
         });
+        ids.insert(task.id(), id);
     }
-    let mut tallies = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        if let Ok(pair) = joined {
-            tallies.push(pair);
+    collect(tasks, &ids, shared).await
+}
+
+/// Every task's tally. A task that died (a panic in a driver) still
+/// gives one, with an error saying so: a connection whose results were
+/// lost must fail the run, never pass for a clean one.
+async fn collect(
+    mut tasks: tokio::task::JoinSet<(usize, Tally)>,
+    ids: &HashMap<tokio::task::Id, usize>,
+    shared: &Shared,
+) -> Vec<(usize, Tally)> {
+    let mut tallies = Vec::with_capacity(ids.len());
+    while let Some(joined) = tasks.join_next_with_id().await {
+        match joined {
+            Ok((_, pair)) => tallies.push(pair),
+            Err(e) => {
+                let Some(&id) = ids.get(&e.id()) else {
+                    continue;
+                };
+                let why = if e.is_panic() {
+                    format!(
+                        "its driver failed: {}",
+                        panic_message(e.into_panic().as_ref())
+                    )
+                } else {
+                    "its driver was cancelled".to_owned()
+                };
+                let mut tally = Tally::default();
+                record::failed(shared, &mut tally, id, &why);
+                tallies.push((id, tally));
+            }
         }
     }
     tallies
+}
+
+/// What a panic said, when it said it as text.
+pub(super) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "a panic".to_owned()
+    }
 }
 
 /// Drives every connection on one io_uring ring.
@@ -182,4 +229,36 @@ fn drive_uring(conns: Vec<(usize, Conn)>, kind: Kind, shared: &Shared) -> Vec<(u
 #[cfg(not(target_os = "linux"))]
 fn drive_uring(_: Vec<(usize, Conn)>, _: Kind, _: &Shared) -> Vec<(usize, Tally)> {
     unreachable!("io_uring is chosen only on Linux")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_driver_that_dies_fails_its_connection() {
+        let shared = super::super::tests::shared();
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut ids = HashMap::new();
+        let fine = tasks.spawn(async { (0, Tally::default()) });
+        ids.insert(fine.id(), 0);
+        let dies = tasks.spawn(async {
+            if true {
+                panic!("range end index 65522 out of range");
+            }
+            (1, Tally::default())
+        });
+        ids.insert(dies.id(), 1);
+        let mut tallies = collect(tasks, &ids, &shared).await;
+        tallies.sort_by_key(|(id, _)| *id);
+        assert_eq!(tallies.len(), 2, "a dead task still has its tally");
+        assert_eq!(tallies[0].1, Tally::default());
+        let dead = &tallies[1].1;
+        assert_eq!(dead.errors, 1);
+        assert_eq!(
+            dead.first_error.as_deref(),
+            Some("connection 1: its driver failed: range end index 65522 out of range")
+        );
+        assert_eq!(shared.progress.errors(), 1);
+    }
 }

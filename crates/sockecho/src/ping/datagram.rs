@@ -141,9 +141,12 @@ pub(super) async fn run(
             received = socket.recv(&mut echo) => match received {
                 Ok(n) => reply(&mut flow, &echo[..n], size, start, report)?,
                 // An ICMP "port unreachable" answered an earlier probe; the
-                // kernel does not say which.
+                // kernel does not say which, but they come back in order:
+                // the oldest one waiting is settled (lost) now rather than
+                // after its timeout.
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
                     report.unreachable()?;
+                    flow.give_up_oldest(flow.next_seq());
                 }
                 Err(e) => return Err(Error::io(format!("receiving from {endpoint}"), e)),
             },
@@ -160,7 +163,9 @@ pub(super) async fn run(
                 Probe { seq, sent_ns: since(start, now) }.write_header(&mut send);
                 schedule.advance();
                 report.sent();
-                if let Err(why) = send_probe(&socket, &send, config.timeout, report).await? {
+                let sent =
+                    send_probe(&socket, &send, config.timeout, report, &mut flow, seq).await?;
+                if let Err(why) = sent {
                     flow.unsent(seq);
                     report.emit(PingEvent::SendFailed { seq, why: &why })?;
                 }
@@ -173,21 +178,25 @@ pub(super) async fn run(
     Ok(())
 }
 
-/// Sends one probe. A pending ICMP error from an earlier probe may surface
-/// here rather than on a receive; it is reported and the send tried again.
-/// A Unix datagram send blocks while the server's queue is full, hence the
+/// Sends probe `seq`. A pending ICMP error from an earlier probe may
+/// surface here rather than on a receive; it is reported, settles the
+/// oldest earlier probe still waiting, and the send is tried again. A Unix
+/// datagram send blocks while the server's queue is full, hence the
 /// timeout. The inner error is why this probe did not go out.
 async fn send_probe(
     socket: &Datagram,
     probe: &[u8],
     timeout: Duration,
     report: &mut Tally<'_, '_>,
+    flow: &mut DatagramFlow,
+    seq: u64,
 ) -> Result<Result<(), String>, Error> {
     for attempt in 0..2 {
         match tokio::time::timeout(timeout, socket.send(probe)).await {
             Ok(Ok(_)) => return Ok(Ok(())),
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused && attempt == 0 => {
                 report.unreachable()?;
+                flow.give_up_oldest(seq);
             }
             Ok(Err(e)) => return Ok(Err(reason(&e))),
             Err(_) => return Ok(Err("timed out".to_owned())),

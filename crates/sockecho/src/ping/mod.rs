@@ -185,9 +185,11 @@ pub enum PingEvent<'a> {
 /// The outcome of a ping run.
 ///
 /// `lost` is `sent` minus the probes that got any reply tied to them: a
-/// corrupt echo counts in `corrupt`, not also in `lost`. A late reply
-/// (after its timeout, while the run still listens) counts as received,
-/// as ping(8) counts it, and also in `late`.
+/// corrupt echo counts in `corrupt`, not also in `lost`. The loss
+/// percentage, though, is of probes without a *valid* reply, `sent -
+/// received`, as ping(8) has it. A late reply (after its timeout, while
+/// the run still listens) counts as received, as ping(8) counts it, and
+/// also in `late`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PingSummary {
     /// The endpoint pinged.
@@ -210,7 +212,9 @@ pub struct PingSummary {
     pub late: u64,
     /// "Destination port unreachable" reports (datagrams only).
     pub unreachable: u64,
-    /// `lost` as a percentage of `sent`.
+    /// Probes without a valid reply (`sent - received`: lost, or answered
+    /// only by a corrupt echo) as a percentage of `sent`, to three
+    /// decimals.
     pub loss_percent: f64,
     /// From the first probe to the end of the run, milliseconds.
     pub time_ms: u64,

@@ -154,10 +154,17 @@ impl<'a, 'o> Tally<'a, 'o> {
     }
 
     /// The summary of the run.
+    ///
+    /// `lost` counts probes that got no reply at all; the loss percentage
+    /// counts probes that got no valid one (lost, or answered only by a
+    /// corrupt echo), as ping(8) counts it (its `received` excludes
+    /// corrupted replies too): so it always agrees with `received`, and a
+    /// run whose only reply was corrupt says `0 received, 100% loss, 1
+    /// corrupt`, not `0% loss`.
     pub(super) fn finish(self, endpoint: String) -> PingSummary {
         let elapsed = self.start.elapsed();
         let lost = self.sent.saturating_sub(self.answered);
-        let loss = Loss::new(self.sent, self.sent - lost);
+        let loss = Loss::new(self.sent, self.received);
         PingSummary {
             endpoint,
             sent: self.sent,
@@ -168,7 +175,8 @@ impl<'a, 'o> Tally<'a, 'o> {
             reordered: self.reordered,
             late: self.late,
             unreachable: self.unreachable,
-            loss_percent: loss.percent(),
+            // To three decimals, as printed: no float tail in JSON.
+            loss_percent: (loss.percent() * 1000.0).round() / 1000.0,
             time_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             rtt_us: self.rtt.summary(),
         }
@@ -204,7 +212,26 @@ mod tests {
             (s.sent, s.received, s.lost, s.duplicates, s.corrupt),
             (3, 1, 1, 1, 1)
         );
+        // Two of three probes got no valid reply.
+        assert_eq!(s.loss_percent, 66.667);
         assert!(!s.success());
         assert_eq!(seen.len(), 3);
+    }
+
+    #[test]
+    fn a_corrupt_reply_alone_is_total_loss() {
+        let mut observer = |_: PingEvent<'_>| Ok(());
+        let mut tally = Tally::new(&mut observer);
+        tally.sent();
+        let how = Mismatch::Byte {
+            offset: 30,
+            expected: 1,
+            got: 2,
+        };
+        tally.corrupt(64, 0, true, how).unwrap();
+        let s = tally.finish("udp://127.0.0.1:9".to_owned());
+        assert_eq!((s.sent, s.received, s.lost, s.corrupt), (1, 0, 0, 1));
+        assert_eq!(s.loss_percent, 100.0);
+        assert!(!s.success());
     }
 }
