@@ -375,4 +375,34 @@ fn a_name_with_two_addresses_is_served_on_both_and_found_on_either() {
     let out = ns.exec(&[BIN, "connect", &target, "-m", "found"], b"");
     assert!(out.status.success(), "{target}: {}", out.stderr);
     assert_eq!(out.stdout_text(), "found\n");
+    // ping and bench find it too, and name the endpoint as given.
+    let out = ns.exec(
+        &[BIN, "ping", &target, "-c", "3", "-i", "10ms", "--json"],
+        b"",
+    );
+    assert!(
+        out.status.success(),
+        "{target}: {} {}",
+        out.stdout_text(),
+        out.stderr
+    );
+    let ping: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (ping["received"].as_u64(), ping["endpoint"].as_str()),
+        (Some(3), Some(target.as_str()))
+    );
+    let out = ns.exec(
+        &[BIN, "bench", &target, "-c", "2", "-d", "200ms", "--json"],
+        b"",
+    );
+    assert!(
+        out.status.success(),
+        "{target}: {} {}",
+        out.stdout_text(),
+        out.stderr
+    );
+    let bench: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(bench["errors"], 0, "{bench}");
+    assert!(bench["messages"].as_u64() > Some(0), "{bench}");
+    assert_eq!(bench["endpoint"], target.as_str());
 }

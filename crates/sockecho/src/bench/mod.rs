@@ -290,12 +290,22 @@ pub async fn run(
         "bench driver"
     );
     let tls = crate::transport::tls::client_for(&config.endpoint, &config.tls)?;
+    // Every flow goes to the one address of a name that answers (ping and
+    // connect do the same); reports still name the endpoint as given.
+    let located = match kind {
+        Kind::Datagram => {
+            use crate::transport::Datagram;
+            let wait = config.timeout.min(Datagram::LOCATE_WAIT);
+            Datagram::locate(&config.endpoint, wait).await?
+        }
+        Kind::Stream => config.endpoint.clone(),
+    };
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(threads);
     let mut workers = Vec::with_capacity(threads);
     for t in 0..threads {
         let ids: Vec<usize> = (t..config.connections).step_by(threads).collect();
         let target = worker::Target {
-            endpoint: config.endpoint.clone(),
+            endpoint: located.clone(),
             kind,
             tls: tls.clone(),
             uring: use_uring,

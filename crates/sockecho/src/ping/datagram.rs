@@ -101,7 +101,10 @@ pub(super) async fn run(
     report: &mut Tally<'_, '_>,
 ) -> Result<(), Error> {
     let endpoint = &config.endpoint;
-    let socket = Datagram::connect(endpoint).await?;
+    // A name's first address may have nobody there (`localhost` is `::1`
+    // first, the server may be on 127.0.0.1 only): the one that answers.
+    let located = Datagram::locate(endpoint, config.timeout.min(Datagram::LOCATE_WAIT)).await?;
+    let socket = Datagram::connect(&located).await?;
     let size = config.size;
     let max = socket.max_datagram();
     if size > max {

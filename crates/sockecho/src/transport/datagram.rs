@@ -9,6 +9,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::unix::net as std_unix;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use socket2::{SockAddr, SockRef};
@@ -16,7 +17,7 @@ use tokio::io::Interest;
 use tokio::net::{UdpSocket, UnixDatagram};
 
 use super::{SocketFile, abstract_addr, unix_addr_text, unix_socket_addr};
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Endpoint, Host};
 use crate::error::Error;
 
 /// The largest UDP payload over IPv4 (65,535 minus the IP and UDP headers).
@@ -162,6 +163,53 @@ impl Datagram {
                 "{endpoint} is a stream endpoint, not a datagram one"
             ))),
         }
+    }
+
+    /// How long [`locate`](Datagram::locate) waits, at most, for an
+    /// address to refuse its probe before taking it: a refusal comes back
+    /// within a round trip.
+    pub const LOCATE_WAIT: Duration = Duration::from_millis(500);
+
+    /// Which address of `endpoint` a datagram client should use: for a UDP
+    /// name with several addresses (`localhost`: `::1`, then `127.0.0.1`),
+    /// the first one that does not refuse an empty datagram within `wait`
+    /// ("port unreachable" means nobody is there; silence or an echo means
+    /// somebody may be), as a TCP client moves on from a refused connect.
+    /// Returns the endpoint of that address (`udp://127.0.0.1:P`), or
+    /// `endpoint` itself when there is nothing to choose (an address
+    /// literal, a name with one address). The probe's socket is closed: a
+    /// late echo of it reaches nobody.
+    pub async fn locate(endpoint: &Endpoint, wait: Duration) -> Result<Endpoint, Error> {
+        let Endpoint::Udp(hp) = endpoint else {
+            return Ok(endpoint.clone());
+        };
+        if matches!(hp.host, Host::Ip(_) | Host::Zoned(..)) {
+            return Ok(endpoint.clone());
+        }
+        let fail = |e| Error::connect(endpoint, e);
+        let addrs = endpoint.resolve().await.map_err(fail)?;
+        let Some((last, others)) = addrs.split_last() else {
+            return Err(fail(io::Error::new(io::ErrorKind::NotFound, "no address")));
+        };
+        if others.is_empty() {
+            return Ok(endpoint.clone());
+        }
+        let mut reply = [0u8; 1];
+        for addr in others {
+            let Ok(socket) = Datagram::connect_ip(*addr).await else {
+                continue;
+            };
+            let answer = async {
+                socket.send(&[]).await?;
+                socket.recv(&mut reply).await
+            };
+            match tokio::time::timeout(wait, answer).await {
+                // Refused, or unreachable: the next address.
+                Ok(Err(_)) => continue,
+                Ok(Ok(_)) | Err(_) => return Ok(endpoint.with_addr(*addr)),
+            }
+        }
+        Ok(endpoint.with_addr(*last))
     }
 
     /// A UDP client socket connected to `addr`, bound to an ephemeral port
