@@ -54,7 +54,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve(args) => serve(args).await?,
         Command::Connect(args) => {
-            let trace = cli::tracer(args.trace, args.json, args.trace_interval);
+            let trace = cli::tracer(
+                args.trace,
+                args.json,
+                args.trace_interval,
+                args.trace_follow,
+            );
             let config = args.to_config();
             sockecho::connect(&config, &trace, tokio::io::stdin(), tokio::io::stdout()).await?;
         }
@@ -123,7 +128,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 /// each listener's engine in the log, serve until the signals say stop.
 async fn serve(args: cli::ServeArgs) -> anyhow::Result<()> {
     let shutdown = signals::on_signals()?;
-    let trace = cli::tracer(args.trace, args.json, args.trace_interval);
+    let trace = cli::tracer(
+        args.trace,
+        args.json,
+        args.trace_interval,
+        args.trace_follow,
+    );
     // Under inetd standard output is the client's socket.
     let events = if args.inetd {
         sockecho::Events::silent()

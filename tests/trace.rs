@@ -1,6 +1,10 @@
 //! `--trace` on `serve` and `connect`: the socket calls of the lesson and
 //! the TCP states, RTT and accept queue the kernel reports, on standard
-//! error, as text and as JSON lines.
+//! error, as text and as JSON lines. What only the kernel's socket
+//! diagnostics show (SYN_RECV, TIME_WAIT, the `states` timeline) is in
+//! `trace/states.rs`.
+
+mod states;
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -79,8 +83,15 @@ struct Interactive {
 
 impl Interactive {
     fn start(args: &[&str]) -> Interactive {
-        let mut child = Command::new(BIN)
-            .args(args)
+        let mut command = Command::new(BIN);
+        command.args(args);
+        Interactive::spawn(command)
+    }
+
+    /// [`start`](Interactive::start) for a command made elsewhere (run in a
+    /// namespace, under a seccomp filter).
+    fn spawn(mut command: Command) -> Interactive {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -369,9 +380,9 @@ fn json_trace_lines_are_json_objects_with_the_same_events() {
         assert_eq!(names.len(), events.len(), "{who}: every line has an event");
         let want: &[&str] = match who {
             "server" => &[
-                "socket", "bind", "listen", "accept", "eof", "shutdown", "close",
+                "socket", "bind", "listen", "accept", "eof", "shutdown", "close", "states",
             ],
-            _ => &["socket", "connect", "shutdown", "eof", "close"],
+            _ => &["socket", "connect", "shutdown", "eof", "close", "states"],
         };
         for name in want {
             assert!(names.contains(name), "{who}: no {name} in {names:?}");
@@ -384,6 +395,20 @@ fn json_trace_lines_are_json_objects_with_the_same_events() {
         } else {
             assert_eq!(first("connect")["state"], "ESTABLISHED", "{who}");
         }
+        // The timeline is a list of states, each with its time in
+        // microseconds (but the listener's LISTEN and a final CLOSED).
+        let timeline = first("states")["timeline"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{who}: {:?}", first("states")))
+            .clone();
+        let start = if who == "server" {
+            "LISTEN"
+        } else {
+            "SYN_SENT"
+        };
+        assert_eq!(timeline[0]["state"], start, "{who}: {timeline:?}");
+        assert_eq!(timeline[1]["state"], "ESTABLISHED", "{who}: {timeline:?}");
+        assert!(timeline[1]["duration_us"].as_u64().is_some(), "{who}");
     }
 }
 
@@ -429,6 +454,8 @@ fn trace_options_need_trace() {
         &["serve", "--trace-pause-accept", "1s"][..],
         &["serve", "--trace-interval", "1s"],
         &["connect", "--json"],
+        &["connect", "--trace-follow", "1s"],
+        &["serve", "--trace-follow", "0s"],
         &["serve", "--trace", "--trace-interval", "0s"],
     ] {
         let out = sockecho(args, b"");

@@ -368,6 +368,14 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", requires = "trace")]
     pub trace_pause_accept: Option<Span>,
 
+    /// With --trace: after each close, follow the connection through the
+    /// kernel's socket diagnostics (FIN_WAIT2, TIME_WAIT, LAST_ACK) until
+    /// it is gone or DURATION has passed; 0s: not at all. Linux keeps
+    /// TIME_WAIT for 60s.
+    #[arg(long, value_name = "DURATION",
+          default_value_t = Span(sockecho::trace::DEFAULT_FOLLOW), requires = "trace")]
+    pub trace_follow: Span,
+
     /// Threads serving (default: one per available core): the io_uring
     /// engine's threads, and the epoll engine's runtime workers.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
@@ -443,6 +451,14 @@ pub struct ConnectArgs {
           default_value_t = Span(sockecho::trace::DEFAULT_INTERVAL), requires = "trace")]
     pub trace_interval: Span,
 
+    /// With --trace: after the close, follow the connection through the
+    /// kernel's socket diagnostics (FIN_WAIT2, TIME_WAIT) until it is
+    /// gone or DURATION has passed, before exiting; 0s: not at all. Linux
+    /// keeps TIME_WAIT for 60s.
+    #[arg(long, value_name = "DURATION",
+          default_value_t = Span(sockecho::trace::DEFAULT_FOLLOW), requires = "trace")]
+    pub trace_follow: Span,
+
     /// With --trace: trace lines as JSON objects, one per line.
     #[arg(long, requires = "trace")]
     pub json: bool,
@@ -458,9 +474,9 @@ fn parse_interval(text: &str) -> Result<Span, String> {
 }
 
 /// The trace sink on standard error, or none.
-pub fn tracer(on: bool, json: bool, interval: Span) -> Tracer {
+pub fn tracer(on: bool, json: bool, interval: Span, follow: Span) -> Tracer {
     if on {
-        Tracer::stderr(format(json), interval.0)
+        Tracer::stderr(format(json), interval.0).follow_for(follow.0)
     } else {
         Tracer::disabled()
     }

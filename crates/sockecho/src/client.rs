@@ -42,7 +42,9 @@ pub struct ConnectConfig {
 /// Runs the client: sends `input` (or the messages) and writes what comes
 /// back to `output`, until the server closes (stream) or every datagram is
 /// answered. `trace` follows the stream socket's calls and the kernel's
-/// view of it (datagram sockets are not traced).
+/// view of it (datagram sockets are not traced), and after the close the
+/// connection itself (into TIME_WAIT) up to the tracer's bound
+/// ([`Tracer::follow_for`]) before returning.
 ///
 /// A closed `output` (a reader such as `head` that has seen enough) ends the
 /// client successfully, as it does for `cat`.
@@ -69,8 +71,8 @@ where
 async fn stream_client<I, O>(
     config: &ConnectConfig,
     trace: &Tracer,
-    mut input: I,
-    mut output: O,
+    input: I,
+    output: O,
 ) -> Result<(), Error>
 where
     I: AsyncRead + Unpin,
@@ -80,8 +82,6 @@ where
     let timeout = config.timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
     let tls = crate::transport::tls::client_for(endpoint, &config.tls)?;
     let stream = Stream::connect_with(endpoint, timeout, trace, tls.as_ref()).await?;
-    // Valid while either half lives: both live to the end of this function.
-    let tcp = stream.tcp_fd();
     // Trace lines name the peer as the server's name us: by its address.
     let peer = if trace.is_enabled() {
         stream
@@ -90,6 +90,30 @@ where
     } else {
         String::new()
     };
+    let result = exchange(config, trace, stream, &peer, input, output).await;
+    // The socket is closed by now: the trace follows the connection
+    // (into TIME_WAIT, this side having closed first) up to its bound.
+    trace.followed().await;
+    result
+}
+
+/// The stream client's exchange on `stream`, to the end of both
+/// directions; the stream is closed when it returns.
+async fn exchange<I, O>(
+    config: &ConnectConfig,
+    trace: &Tracer,
+    stream: Stream,
+    peer: &str,
+    mut input: I,
+    mut output: O,
+) -> Result<(), Error>
+where
+    I: AsyncRead + Unpin,
+    O: AsyncWrite + Unpin,
+{
+    let endpoint = &config.endpoint;
+    // Valid while either half lives: both live to the end of this function.
+    let tcp = stream.tcp_fd();
     let (mut from_server, mut to_server) = tokio::io::split(stream);
 
     let send = async {

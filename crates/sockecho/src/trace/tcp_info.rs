@@ -1,11 +1,16 @@
-//! The kernel's view of a TCP socket: `getsockopt(TCP_INFO)` on Linux,
-//! nothing elsewhere, and the kernel's names for TCP states.
+//! The kernel's view of a TCP socket through its descriptor:
+//! `getsockopt(TCP_INFO)` on Linux (nothing elsewhere), its two addresses,
+//! and the kernel's names for TCP states.
 
-// getsockopt(2) is a C call; the blocks below are unsafe, each with its
-// SAFETY note (the other unsafe modules are listed in lib.rs).
+// getsockopt(2) is a C call, and the tracer is handed descriptor numbers;
+// the blocks below are unsafe, each with its SAFETY note (the other unsafe
+// modules are listed in lib.rs).
 #![allow(unsafe_code)]
 
-use std::os::fd::RawFd;
+use std::net::SocketAddr;
+use std::os::fd::{BorrowedFd, RawFd};
+
+use socket2::SockRef;
 
 /// `TCP_LISTEN` in `include/net/tcp_states.h`.
 pub(super) const LISTEN: u8 = 10;
@@ -31,6 +36,61 @@ pub(super) fn state_name(state: u8) -> String {
         other => return other.to_string(),
     };
     name.to_owned()
+}
+
+/// `TCP_ESTABLISHED`.
+pub(super) const ESTABLISHED: u8 = 1;
+
+/// `TCP_CLOSE_WAIT`: the peer's FIN came, ours not sent yet.
+pub(super) const CLOSE_WAIT: u8 = 8;
+
+/// `TCP_CLOSE`: what a descriptor reads once its connection has left it
+/// (closed, or moved to a TIME_WAIT mini-socket the descriptor cannot see).
+pub(super) const CLOSE: u8 = 7;
+
+/// `TCP_SYN_RECV`: a handshake under way, as inet_diag reports a request
+/// socket.
+pub(super) const SYN_RECV: u8 = 3;
+
+/// `TCP_NEW_SYN_RECV`: the kernel's own state for a request socket (it
+/// reports it as SYN_RECV).
+pub(super) const NEW_SYN_RECV: u8 = 12;
+
+/// The local address of socket `fd`, `None` if it has none (or is not an
+/// IP socket).
+pub(super) fn local_address(fd: RawFd) -> Option<SocketAddr> {
+    with_socket(fd, |socket| socket.local_addr().ok()?.as_socket())
+}
+
+/// The local and peer addresses of the connected socket `fd`: the
+/// connection's 4-tuple, by which the kernel's socket diagnostics find it
+/// once the descriptor is closed. `None` if it is not connected (a socket
+/// whose connection already left it reads as not connected).
+pub(super) fn addresses(fd: RawFd) -> Option<(SocketAddr, SocketAddr)> {
+    with_socket(fd, |socket| {
+        let local = socket.local_addr().ok()?.as_socket()?;
+        let peer = socket.peer_addr().ok()?.as_socket()?;
+        Some((local, peer))
+    })
+}
+
+/// Whether the IPv6 socket `fd` takes IPv4 connections too (not
+/// `IPV6_V6ONLY`); false for any other.
+pub(super) fn dual_stack(fd: RawFd) -> bool {
+    with_socket(fd, |socket| socket.only_v6().ok().map(|only| !only)).unwrap_or(false)
+}
+
+fn with_socket<T>(fd: RawFd, ask: impl FnOnce(SockRef<'_>) -> Option<T>) -> Option<T> {
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the tracer's callers hand it the descriptor of a socket they
+    // hold open for the duration of the call (as for `TcpInfo::read`);
+    // getsockname and getpeername only write into socket2's own buffers,
+    // so even a stale number is a wrong answer or an error, never a
+    // memory error.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    ask(SockRef::from(&fd))
 }
 
 /// What TCP_INFO told us. A figure is `None` when the kernel's struct is
