@@ -407,7 +407,18 @@ fn json_trace_lines_are_json_objects_with_the_same_events() {
             "SYN_SENT"
         };
         assert_eq!(timeline[0]["state"], start, "{who}: {timeline:?}");
-        assert_eq!(timeline[1]["state"], "ESTABLISHED", "{who}: {timeline:?}");
+        // The client sends its message and half-closes at once: by the
+        // server's first look at the accepted socket it may already be in
+        // CLOSE_WAIT. The timeline says what was seen, nothing made up.
+        let seen_next: &[&str] = if who == "server" {
+            &["ESTABLISHED", "CLOSE_WAIT"]
+        } else {
+            &["ESTABLISHED"]
+        };
+        assert!(
+            seen_next.iter().any(|s| timeline[1]["state"] == *s),
+            "{who}: {timeline:?}"
+        );
         assert!(timeline[1]["duration_us"].as_u64().is_some(), "{who}");
     }
 }
