@@ -282,7 +282,12 @@ impl Server {
                             ring_listeners.push((fd, endpoint.clone()));
                             Task::Ring
                         }
-                        Engine::Epoll => Task::Accept(listener),
+                        // Its spare descriptors are opened now, before the
+                        // `listen ok` lines: the count stays as it is then.
+                        Engine::Epoll => {
+                            let spare = accept::Spare::for_listener(&listener);
+                            Task::Accept(listener, spare)
+                        }
                     };
                     engines.push(choice);
                     plan.push((endpoint, task));
@@ -315,10 +320,10 @@ impl Server {
             }
             match task {
                 Task::Ring => {}
-                Task::Accept(listener) => {
+                Task::Accept(listener, spare) => {
                     let span = tracing::info_span!("listener", %endpoint);
                     ctx.tracker
-                        .spawn(accept::accept_loop(listener, ctx.clone()).instrument(span));
+                        .spawn(accept::accept_loop(listener, spare, ctx.clone()).instrument(span));
                 }
                 Task::Datagram(bound) => {
                     let span = tracing::info_span!("datagram", %endpoint);
@@ -358,7 +363,7 @@ enum Task {
     /// An io_uring engine thread accepts on it.
     Ring,
     /// The epoll engine's accept loop.
-    Accept(Listener),
+    Accept(Listener, accept::Spare),
     /// A datagram loop.
     Datagram(BoundDatagram),
     /// One connection handed over.

@@ -21,29 +21,44 @@
 //! (before 6.0) get one single-shot receive per message instead
 //! ([`RingReceive::SingleShot`] chooses that path on any kernel).
 //!
+//! Each thread accepts with one multishot accept per listener (Linux 5.19;
+//! one single-shot accept at a time where the kernel lacks it), armed
+//! again only when a completion comes without `IORING_CQE_F_MORE`: at once
+//! after a success or a per-connection error, after a backoff when
+//! descriptors or memory ran out. The backoff, the early wake-up when a
+//! connection closes and the shedding of clients waiting while descriptors
+//! are out are the epoll engine's (`accept.rs`); during such a backoff a
+//! poll on the listener says when a client arrives, to be shed at once.
+//!
+//! A multishot accept gives no peer address: it is asked of the new
+//! socket, and a connection reset before that has none left: it is
+//! reported as from `unknown` and closed, never given an invented address.
+//! A single-shot accept takes the address from the accept itself, which
+//! the kernel gives even for a connection already reset.
+//!
 //! The only `unsafe` is queuing operations that point at memory: the
 //! received buffers being sent back (each held by its connection until the
-//! send completes) and the greeting (in the configuration, which the
-//! engine's threads share until they end).
+//! send completes), the greeting (in the configuration, which the
+//! engine's threads share until they end), and where a single-shot accept
+//! writes its peer's address (held by the thread).
 #![allow(unsafe_code)]
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use sockecho_uring::{Buffer, Completion, Ring, opcode, squeue, types};
-use socket2::SockRef;
+use socket2::{SockAddr, SockAddrStorage, SockRef};
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::accept::{AcceptError, AcceptLog, Shed, Spare, closed_count, next_backoff};
 use super::config::RingReceive;
 use super::{Context, Error};
 use crate::endpoint::Endpoint;
 use crate::guard::SourceSlot;
-use crate::guard::rate::LogThrottle;
 use crate::transport::Peer;
 
 /// Receive buffers per thread at most (a power of two: it is also the
@@ -77,17 +92,14 @@ const ENTRIES: u32 = 4096;
 /// How often the loop wakes by itself to look at the stop flags.
 const TICK: Duration = Duration::from_millis(50);
 
-/// How long accepting pauses when descriptors run out (EMFILE/ENFILE), so
-/// exhaustion neither kills the server nor spins a core.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-
 /// What a completion is for: the low 3 bits of `user_data`; the rest is a
 /// connection slot or a listener index.
 const OP_ACCEPT: u64 = 0;
 const OP_RECV: u64 = 1;
 const OP_SEND: u64 = 2;
 const OP_IGNORE: u64 = 3; // buffer returns, cancels, file updates
-const OP_ACCEPT_RETRY: u64 = 4;
+const OP_ACCEPT_RETRY: u64 = 4; // the backoff timer after a failed accept
+const OP_ACCEPT_POLL: u64 = 5; // a client arrived while descriptors are out
 
 /// What every engine thread shares.
 struct Shared {
@@ -95,11 +107,14 @@ struct Shared {
     listeners: Vec<(OwnedFd, Endpoint)>,
     /// The server's context: configuration, events, permits, admission.
     ctx: Context,
-    /// Receives are multishot where the kernel has them.
+    /// Receives (and accepts) are multishot where the kernel has them.
     multishot: bool,
-    /// Descriptor exhaustion is logged at most once a second (every thread
-    /// retries every ACCEPT_BACKOFF).
-    accept_errors: std::sync::Mutex<LogThrottle>,
+    /// Failed accepts are logged at most once a second, whichever thread
+    /// saw them.
+    accept_log: std::sync::Mutex<AcceptLog>,
+    /// The engine's hold on the process's spare descriptor, given up for a
+    /// moment to shed waiting clients while descriptors are out.
+    _spare: Spare,
     /// Stop accepting; open connections finish.
     stop: AtomicBool,
     /// Close every connection now.
@@ -137,7 +152,10 @@ pub(super) fn start(listeners: Vec<(OwnedFd, Endpoint)>, ctx: &Context) -> Resul
         listeners,
         ctx: ctx.clone(),
         multishot: ctx.config.engine.receive == RingReceive::Multishot,
-        accept_errors: std::sync::Mutex::new(LogThrottle::new()),
+        accept_log: std::sync::Mutex::new(AcceptLog::new()),
+        // Opened before the `listen ok` lines: the descriptor count is
+        // what it stays at from then on.
+        _spare: Spare::open(),
         stop: AtomicBool::new(false),
         force: AtomicBool::new(false),
     });
@@ -298,7 +316,12 @@ fn run_thread(
         conns: Vec::new(),
         free: Vec::new(),
         waiting_for_buffer: Vec::new(),
-        accepts_in_flight: 0,
+        accepting: (0..shared.listeners.len())
+            .map(|_| Accepting::default())
+            .collect(),
+        accept_multishot: shared.multishot,
+        accept_confirmed: false,
+        round_closed: closed_count(),
         idle: shared.ctx.config.limits.idle_timeout,
         now: Instant::now(),
         next_sweep: Instant::now(),
@@ -319,6 +342,70 @@ fn run_thread(
     result
 }
 
+/// One listener's accepting on one thread.
+#[derive(Default)]
+struct Accepting {
+    /// An accept is in flight (a multishot one until a completion comes
+    /// without `IORING_CQE_F_MORE`).
+    armed: bool,
+    /// The accept in flight (or the last one) is multishot.
+    multishot: bool,
+    /// The backoff's timer is in flight, and a cancel went after it
+    /// (`woken`: a connection closed meanwhile).
+    timer: bool,
+    woken: bool,
+    /// A poll for arriving clients is in flight (during a backoff for want
+    /// of descriptors).
+    poll: bool,
+    /// The last backoff; zero once an accept succeeds.
+    backoff: Duration,
+    /// The process's count of closed connections as the backoff began.
+    closed_seen: u64,
+    /// Where a single-shot accept writes its peer's address: boxed, so it
+    /// stays put while the kernel may write it.
+    peer: Box<PeerAddr>,
+}
+
+/// A peer address as accept(2) writes it.
+struct PeerAddr {
+    storage: SockAddrStorage,
+    len: libc::socklen_t,
+}
+
+impl Default for PeerAddr {
+    fn default() -> PeerAddr {
+        PeerAddr {
+            storage: SockAddrStorage::zeroed(),
+            len: 0,
+        }
+    }
+}
+
+impl PeerAddr {
+    /// The address the last accept wrote, if it is an IP one; leaves the
+    /// storage zeroed for the next.
+    fn take(&mut self) -> Option<std::net::SocketAddr> {
+        let storage = std::mem::replace(&mut self.storage, SockAddrStorage::zeroed());
+        let len = self.len.min(storage.size_of());
+        // SAFETY: the kernel wrote an address of the family it names and
+        // `len` bytes into the storage (or left it zeroed: family 0, which
+        // `as_socket` refuses); `len` is at most the storage's size.
+        let addr = unsafe { SockAddr::new(storage, len) };
+        addr.as_socket()
+    }
+}
+
+/// The peer of a connection reset before its address could be asked (a
+/// multishot accept gives none, and the socket has none left): the events
+/// say `unknown` rather than invent one.
+struct UnknownPeer;
+
+impl std::fmt::Display for UnknownPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("unknown")
+    }
+}
+
 struct Thread {
     /// Buffers receives took this round, and the recent most in a round
     /// (decaying by 1/64 a round; fixed point, 8 fractional bits): the ring
@@ -337,8 +424,18 @@ struct Thread {
     conns: Vec<Option<Conn>>,
     free: Vec<u32>,
     waiting_for_buffer: Vec<u32>,
-    /// Accepts (or accept backoffs) in flight, across listeners.
-    accepts_in_flight: usize,
+    /// Each listener's accepting on this thread, in the order of
+    /// `Shared::listeners`; never resized (single-shot accepts write into
+    /// it).
+    accepting: Box<[Accepting]>,
+    /// Accepts are multishot (cleared, for good, if the kernel refuses).
+    accept_multishot: bool,
+    /// A multishot accept has succeeded: an EINVAL is no longer taken for
+    /// a kernel without them.
+    accept_confirmed: bool,
+    /// The process's count of closed connections as this round's wait
+    /// began: a backoff that starts this round ends early once it moves.
+    round_closed: u64,
     /// The idle timeout, enforced by [`Thread::sweep`].
     idle: Option<Duration>,
     /// The time as of the last wake-up: one clock read per round, not one
@@ -360,8 +457,18 @@ impl Thread {
         loop {
             if !self.stopping && shared.stop.load(Ordering::Relaxed) {
                 self.stopping = true;
-                for i in 0..shared.listeners.len() {
-                    ring.cancel(accept_data(i), OP_IGNORE)?;
+                for (i, accepting) in self.accepting.iter().enumerate() {
+                    if accepting.armed {
+                        ring.cancel(accept_data(i), OP_IGNORE)?;
+                    }
+                    if accepting.timer {
+                        // A backoff of up to a second must not hold up the
+                        // end of the thread.
+                        ring.cancel(retry_data(i), OP_IGNORE)?;
+                    }
+                    if accepting.poll {
+                        ring.cancel(poll_data(i), OP_IGNORE)?;
+                    }
                 }
             }
             if !self.forced && shared.force.load(Ordering::Relaxed) {
@@ -381,9 +488,11 @@ impl Thread {
             // Every slot is either in use or on the free list: no walk over
             // ten thousand connections per wake-up to count them.
             let open_here = self.conns.len() - self.free.len();
-            if self.stopping && open_here == 0 && self.accepts_in_flight == 0 {
+            let accepting = self.accepting.iter().any(|a| a.armed || a.timer || a.poll);
+            if self.stopping && open_here == 0 && !accepting {
                 return Ok(());
             }
+            self.wake_backoffs(ring)?;
             // Sends usually complete during the submission itself. Waiting
             // for one completion would return at once with theirs, and a
             // second system call would wait for the next message: wait for
@@ -397,6 +506,7 @@ impl Thread {
                 1
             };
             self.quiet_sends = 0;
+            self.round_closed = closed_count();
             ring.wait(want, TICK)?;
             self.now = Instant::now();
             self.sweep(ring, shared)?;
@@ -405,13 +515,21 @@ impl Thread {
             for completion in &done {
                 let index = (completion.user_data >> 3) as usize;
                 match completion.user_data & 7 {
-                    OP_ACCEPT => self.on_accept(ring, shared, index, completion.result)?,
+                    OP_ACCEPT => self.on_accept(ring, shared, index, completion)?,
                     OP_ACCEPT_RETRY => {
-                        self.accepts_in_flight -= 1;
+                        // The backoff ran out, or was cut short (a close,
+                        // or the stop).
+                        let accepting = &mut self.accepting[index];
+                        accepting.timer = false;
+                        if accepting.poll {
+                            // The accept watches for clients from now on.
+                            ring.cancel(poll_data(index), OP_IGNORE)?;
+                        }
                         if !self.stopping {
                             self.arm_accept(ring, shared, index)?;
                         }
                     }
+                    OP_ACCEPT_POLL => self.on_arrival(ring, shared, index, completion.result)?,
                     OP_RECV => self.on_recv(ring, shared, index, completion)?,
                     OP_SEND => self.on_send(ring, shared, index, completion.result)?,
                     _ => {}
@@ -420,17 +538,184 @@ impl Thread {
         }
     }
 
+    /// Ends the backoffs that began before a connection closed: a
+    /// descriptor is free again. This thread's closes are seen in the round
+    /// they happen, other threads' (and the epoll engine's) at this
+    /// thread's next round, within a tick.
+    fn wake_backoffs(&mut self, ring: &mut Ring) -> io::Result<()> {
+        let closed = closed_count();
+        for (i, accepting) in self.accepting.iter_mut().enumerate() {
+            if accepting.timer && !accepting.woken && accepting.closed_seen != closed {
+                // The timer completes with ECANCELED (or ETIME, if it ran
+                // out meanwhile): either way the accept is armed again.
+                ring.cancel(retry_data(i), OP_IGNORE)?;
+                accepting.woken = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Arms listener `i`'s accept on this thread, unless an accept of it or
+    /// its backoff is in flight already.
     fn arm_accept(&mut self, ring: &mut Ring, shared: &Shared, i: usize) -> io::Result<()> {
+        let multishot = self.accept_multishot;
+        let accepting = &mut self.accepting[i];
+        if accepting.armed || accepting.timer {
+            return Ok(());
+        }
         let fd = types::Fd(shared.listeners[i].0.as_raw_fd());
-        let entry = opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
-            .flags(libc::SOCK_CLOEXEC)
+        let entry = if multishot {
+            opcode::AcceptMulti::new(fd)
+                .flags(libc::SOCK_CLOEXEC)
+                .build()
+        } else {
+            let peer = &mut *accepting.peer;
+            peer.len = peer.storage.size_of();
+            let addr = (&raw mut peer.storage).cast::<libc::sockaddr>();
+            opcode::Accept::new(fd, addr, &raw mut peer.len)
+                .flags(libc::SOCK_CLOEXEC)
+                .build()
+        };
+        accepting.armed = true;
+        accepting.multishot = multishot;
+        let entry = entry.user_data(accept_data(i));
+        // SAFETY: a multishot accept points at no memory. A single-shot one
+        // writes its peer's address into this listener's `PeerAddr`, boxed
+        // (it does not move) in the thread's `accepting`, which is never
+        // resized and outlives every operation (the thread ends only once
+        // no accept is in flight, or forgets itself); nothing reads or
+        // writes it until the accept's completion (`armed` keeps a second
+        // accept of the listener from being queued meanwhile). The listener
+        // stays open while the engine runs (the shared state holds it until
+        // every thread has ended).
+        unsafe { ring.push(&entry) }
+    }
+
+    /// After a failed accept of listener `i` (`errno`; `ended`: the accept
+    /// is no longer armed): armed again at once after a per-connection
+    /// error (the kernel took that connection off the queue; the accept
+    /// runs again in the next submission, so each listener is retried at
+    /// most once per round: that is the budget per wake-up), after a
+    /// backoff otherwise, waiting clients shed first when descriptors ran
+    /// out.
+    fn accept_failed(
+        &mut self,
+        ring: &mut Ring,
+        shared: &Shared,
+        i: usize,
+        errno: i32,
+        ended: bool,
+        stop: bool,
+    ) -> io::Result<()> {
+        if stop || !ended {
+            // Stopping (the accept was cancelled, or the listener shut
+            // down), or still armed: nothing to arm.
+            return Ok(());
+        }
+        if errno == libc::EINVAL && self.accept_multishot && !self.accept_confirmed {
+            // A kernel before 5.19: no multishot accept. Single-shot from
+            // now.
+            self.accept_multishot = false;
+            tracing::debug!("multishot accept not supported: one accept at a time");
+            return self.arm_accept(ring, shared, i);
+        }
+        let cause = io::Error::from_raw_os_error(errno);
+        let class = AcceptError::of_errno(errno);
+        if class == AcceptError::PerConnection || errno == libc::ECANCELED {
+            tracing::debug!(cause = %cause, "accept failed");
+            return self.arm_accept(ring, shared, i);
+        }
+        // Shedding only while no connection has closed since this round
+        // began: a descriptor freed is for a client (the backoff then ends
+        // at the end of the round).
+        let shed = if class == AcceptError::NoDescriptors && closed_count() == self.round_closed {
+            Spare::shed(shared.listeners[i].0.as_fd())
+        } else {
+            Shed::default()
+        };
+        let accepting = &mut self.accepting[i];
+        accepting.backoff = next_backoff(accepting.backoff, shed);
+        accepting.closed_seen = self.round_closed;
+        accepting.timer = true;
+        accepting.woken = false;
+        let backoff = accepting.backoff;
+        shared
+            .accept_log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .failed(&cause, shed, backoff);
+        ring.timeout(backoff, retry_data(i))?;
+        if class == AcceptError::NoDescriptors {
+            self.watch_arrivals(ring, shared, i)?;
+        }
+        Ok(())
+    }
+
+    /// While listener `i` backs off for want of descriptors, a poll that
+    /// completes when a client is waiting (at once if one is already).
+    fn watch_arrivals(&mut self, ring: &mut Ring, shared: &Shared, i: usize) -> io::Result<()> {
+        let accepting = &mut self.accepting[i];
+        if accepting.poll || !accepting.timer || self.stopping {
+            return Ok(());
+        }
+        let fd = types::Fd(shared.listeners[i].0.as_raw_fd());
+        let entry = opcode::PollAdd::new(fd, libc::POLLIN as u32)
             .build()
-            .user_data(accept_data(i));
-        // SAFETY: the accept asks for no peer address (null pointers), so
-        // it points at no memory; the listener stays open while the engine
-        // runs (the shared state holds it until every thread has ended).
-        unsafe { ring.push(&entry)? };
-        self.accepts_in_flight += 1;
+            .user_data(poll_data(i));
+        accepting.poll = true;
+        // SAFETY: a poll points at no memory; the listener stays open while
+        // the engine runs.
+        unsafe { ring.push(&entry) }
+    }
+
+    /// A client arrived while listener `i` backs off (or the poll was
+    /// cancelled: the backoff is over): shed it, and watch again while
+    /// the spare is there to shed with (without it the poll would complete
+    /// at once, again and again, with the client still waiting).
+    fn on_arrival(
+        &mut self,
+        ring: &mut Ring,
+        shared: &Shared,
+        i: usize,
+        result: i32,
+    ) -> io::Result<()> {
+        let accepting = &mut self.accepting[i];
+        accepting.poll = false;
+        if !accepting.timer || self.stopping {
+            return Ok(());
+        }
+        if result < 0 {
+            // The last backoff's poll, cancelled as it ended, completing
+            // after this one began: this one is watched too.
+            if -result == libc::ECANCELED {
+                self.watch_arrivals(ring, shared, i)?;
+            }
+            return Ok(());
+        }
+        if accepting.closed_seen != closed_count() {
+            // A descriptor came free: this round's end cuts the backoff
+            // short and the client is accepted, not shed.
+            return Ok(());
+        }
+        let shed = Spare::shed(shared.listeners[i].0.as_fd());
+        shared
+            .accept_log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .shed(shed);
+        let accepting = &mut self.accepting[i];
+        if shed.free {
+            // A descriptor is free after all: the backoff ends now, and the
+            // client is accepted.
+            if !accepting.woken {
+                ring.cancel(retry_data(i), OP_IGNORE)?;
+                accepting.woken = true;
+            }
+            return Ok(());
+        }
+        if Spare::is_held() {
+            self.watch_arrivals(ring, shared, i)?;
+        }
         Ok(())
     }
 
@@ -439,39 +724,65 @@ impl Thread {
         ring: &mut Ring,
         shared: &Shared,
         i: usize,
-        result: i32,
+        completion: &Completion,
     ) -> io::Result<()> {
-        self.accepts_in_flight -= 1;
-        if result < 0 {
-            let errno = -result;
-            if matches!(errno, libc::EMFILE | libc::ENFILE | libc::ENOBUFS) && !self.stopping {
-                let due = shared
-                    .accept_errors
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .hit(Instant::now());
-                if let Some(failed) = due {
-                    tracing::warn!(cause = %io::Error::from_raw_os_error(errno), failed, retry_in = ?ACCEPT_BACKOFF, "cannot accept");
-                }
-                ring.timeout(ACCEPT_BACKOFF, ((i as u64) << 3) | OP_ACCEPT_RETRY)?;
-                self.accepts_in_flight += 1;
-            } else if !self.stopping && errno != libc::ECANCELED {
-                tracing::debug!(cause = %io::Error::from_raw_os_error(errno), "accept failed");
-                self.arm_accept(ring, shared, i)?;
-            }
-            return Ok(());
+        let stop = self.stopping || shared.stop.load(Ordering::Relaxed);
+        let accepting = &mut self.accepting[i];
+        // A multishot accept stays armed while its completions say "more";
+        // it is armed again only once one does not.
+        let ended = !(accepting.multishot && completion.more());
+        if ended {
+            accepting.armed = false;
+        }
+        if completion.result < 0 {
+            return self.accept_failed(ring, shared, i, -completion.result, ended, stop);
         }
         // SAFETY: a successful accept returns a new descriptor that nothing
         // else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(result as RawFd) };
-        if self.stopping {
+        let fd = unsafe { OwnedFd::from_raw_fd(completion.result as RawFd) };
+        // What a single-shot accept wrote, read before it is armed again.
+        let from_accept = if accepting.multishot {
+            None
+        } else {
+            accepting.peer.take()
+        };
+        if accepting.multishot {
+            self.accept_confirmed = true;
+        }
+        accepting.backoff = Duration::ZERO;
+        if stop {
             return Ok(()); // accepted as the stop came: dropped, closing it
         }
-        self.arm_accept(ring, shared, i)?;
+        if ended {
+            self.arm_accept(ring, shared, i)?;
+        }
+        let Some(fd) = Spare::reclaim(fd) else {
+            return Ok(()); // given up for the spare
+        };
         let sock = SockRef::from(&fd);
-        let peer = match sock.peer_addr().ok().and_then(|a| a.as_socket()) {
-            Some(addr) => Peer::Ip(addr),
-            None => Peer::Ip(SocketAddr::from(([0, 0, 0, 0], 0))),
+        let addr = match from_accept {
+            Some(addr) => Ok(addr),
+            None => sock.peer_addr().and_then(|a| {
+                a.as_socket()
+                    .ok_or_else(|| io::Error::other("not an IP address"))
+            }),
+        };
+        let peer = match addr {
+            Ok(addr) => Peer::Ip(addr),
+            Err(e) => {
+                // Reset before its address was asked: nothing is left to
+                // serve, nor an address to give. Reported as what it was,
+                // then closed (dropped).
+                let why = sock.take_error().ok().flatten().unwrap_or(e);
+                let endpoint = &shared.listeners[i].1;
+                let why = crate::error::reason(&why);
+                shared.ctx.events.connection(&UnknownPeer, endpoint);
+                shared
+                    .ctx
+                    .events
+                    .closed(&UnknownPeer, endpoint, 0, 0, Some(&why));
+                return Ok(());
+            }
         };
         // Before any byte is read: the access list, the per-source and the
         // overall limits.
@@ -641,6 +952,11 @@ impl Thread {
         if conn.ending.is_none() {
             let _ = SockRef::from(&conn.fd).shutdown(std::net::Shutdown::Write);
         }
+        // The descriptor goes right after the end of stream, before the
+        // event: a backoff waiting for one ends, and a client told of the
+        // end (that might come at once) finds it free.
+        drop(conn.fd);
+        super::accept::connection_closed();
         shared.ctx.events.closed(
             &conn.peer,
             &shared.listeners[conn.listener as usize].1,
@@ -648,7 +964,7 @@ impl Thread {
             conn.bytes_out,
             conn.ending.as_deref(),
         );
-        // Dropping the connection gives its buffers back to the pool.
+        // Dropping the rest gives its buffers back to the pool.
         Ok(())
     }
 
@@ -881,6 +1197,14 @@ fn target(conn: &Conn, slot: u32) -> Target {
 
 fn accept_data(listener: usize) -> u64 {
     ((listener as u64) << 3) | OP_ACCEPT
+}
+
+fn retry_data(listener: usize) -> u64 {
+    ((listener as u64) << 3) | OP_ACCEPT_RETRY
+}
+
+fn poll_data(listener: usize) -> u64 {
+    ((listener as u64) << 3) | OP_ACCEPT_POLL
 }
 
 fn slot_data(slot: u32, op: u64) -> u64 {

@@ -345,6 +345,17 @@ enum ListenerInner {
     Unix(UnixListener),
 }
 
+/// The listening descriptor, for the accept loop to shed waiting clients
+/// with while the process is out of descriptors (see `server::accept`).
+impl std::os::fd::AsFd for Listener {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match &self.inner {
+            ListenerInner::Tcp(l) => l.as_fd(),
+            ListenerInner::Unix(l) => l.as_fd(),
+        }
+    }
+}
+
 impl Listener {
     /// Binds and listens on a stream endpoint with the given backlog,
     /// tracing the socket, bind and listen calls.
