@@ -44,6 +44,40 @@ fn malformed_endpoints_are_usage_errors_naming_the_text() {
 }
 
 #[test]
+fn a_mistyped_scheme_gets_the_form_meant_not_blame_on_ipv6() {
+    for (typed, meant) in [
+        ("udp:127.0.0.1:7000", "udp://127.0.0.1:7000"),
+        ("udp:7000", "udp://127.0.0.1:7000"),
+        ("udp//127.0.0.1:7000", "udp://127.0.0.1:7000"),
+        ("UDP://127.0.0.1:7000", "udp://127.0.0.1:7000"),
+        ("upd://127.0.0.1:7000", "udp://127.0.0.1:7000"),
+        ("tcp:/x", "tcp://HOST:PORT"),
+        ("udp//x", "udp://HOST:PORT"),
+        ("unix://tmp/e.sock", "unix:/tmp/e.sock"),
+        ("unix-dgram//tmp/e.dgram", "unix-dgram:/tmp/e.dgram"),
+        ("::1:7000", "[::1]:7000"),
+    ] {
+        for sub in ["serve", "connect", "ping", "bench"] {
+            let out = sockecho(&[sub, typed], b"");
+            let line = assert_error_line(&out, 2);
+            assert_what_why(&line);
+            assert!(
+                line.contains(&format!("'{typed}'")),
+                "{sub} {typed}: {line}"
+            );
+            assert!(
+                line.contains(&format!("did you mean {meant}?")),
+                "{sub} {typed}: no `did you mean {meant}?` in {line}"
+            );
+            // Only a real IPv6 address is told about brackets.
+            if !typed.starts_with(':') {
+                assert!(!line.contains("brackets"), "{sub} {typed}: {line}");
+            }
+        }
+    }
+}
+
+#[test]
 fn unknown_flags_are_usage_errors() {
     for sub in ["serve", "connect"] {
         let out = sockecho(&[sub, "--no-such-flag"], b"");

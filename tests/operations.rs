@@ -5,6 +5,9 @@
 //! A missing tool skips its test with a note, unless
 //! `SOCKECHO_REQUIRE_INTEROP=1` (set by CI), where it fails instead.
 
+use sockecho::Endpoint;
+use sockecho::endpoint::SCHEMES;
+
 use crate::common::*;
 
 const SHELLS: [&str; 5] = ["bash", "zsh", "fish", "powershell", "elvish"];
@@ -132,5 +135,78 @@ fn man_renders_the_page_without_warnings() {
             text.contains(want),
             "no {want:?} in the rendered page:\n{text}"
         );
+    }
+}
+
+/// The endpoint forms a help text lists: the first word of each line
+/// after its `Endpoints` heading.
+fn endpoint_forms(help: &str) -> Vec<String> {
+    let at = help
+        .find("\nEndpoints")
+        .unwrap_or_else(|| panic!("no Endpoints section in\n{help}"));
+    help[at + 1..]
+        .lines()
+        .skip(1)
+        .take_while(|line| line.starts_with("  "))
+        .filter_map(|line| line.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A listed form with its placeholders filled in, as a user types it.
+fn filled_in(form: &str) -> String {
+    form.replace("[V6%ZONE]", "[fe80::1%lo]")
+        .replace("[V6]", "[::1]")
+        .replace("HOST", "localhost")
+        .replace("PORT", "9999")
+        .replace("PATH", "/tmp/echo.sock")
+        .replace("NAME", "echo")
+}
+
+#[test]
+fn help_names_every_endpoint_form() {
+    // Every form of every scheme the parser takes (the library's unit
+    // tests keep SCHEMES to what it takes), and the schemeless ones.
+    let mut wanted: Vec<String> = ["PORT", "HOST:PORT", "[V6]:PORT", "[V6%ZONE]:PORT"]
+        .map(str::to_owned)
+        .to_vec();
+    for scheme in SCHEMES {
+        if scheme.starts_with("unix") {
+            wanted.push(format!("{scheme}:PATH"));
+            wanted.push(format!("{scheme}:@NAME"));
+        } else {
+            wanted.push(format!("{scheme}://HOST:PORT"));
+        }
+    }
+    for args in [
+        &["--help"][..],
+        &["-h"],
+        &["serve", "--help"],
+        &["connect", "--help"],
+        &["ping", "--help"],
+        &["bench", "--help"],
+    ] {
+        let out = sockecho(args, b"");
+        assert_eq!(out.code(), 0, "{args:?}: {}", out.stderr);
+        let forms = endpoint_forms(&out.stdout_text());
+        for form in &wanted {
+            assert!(forms.contains(form), "{args:?}: {form} not in {forms:?}");
+        }
+        // Nothing listed that the parser refuses.
+        for form in &forms {
+            let text = filled_in(form);
+            if let Err(e) = text.parse::<Endpoint>() {
+                panic!("{args:?} lists {form}, but {text} does not parse: {e}");
+            }
+        }
+    }
+    // The man page has the same list.
+    let page = man_page();
+    let at = page
+        .find("\n.SH ENDPOINTS\n")
+        .expect("no ENDPOINTS in the man page");
+    for form in &wanted {
+        let roff = form.replace('-', r"\-");
+        assert!(page[at..].contains(&roff), "man page: no {form}");
     }
 }

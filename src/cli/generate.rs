@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use clap::CommandFactory;
 use clap_complete::Shell;
 
-use super::Cli;
+use super::{Cli, ENDPOINT_FORMS};
 
 /// The command tree as the generators see it: built (so every subcommand
 /// knows its full `sockecho SUB` name and inherits the global flags).
@@ -46,6 +46,7 @@ pub fn man(out: &mut dyn Write) -> io::Result<()> {
     page.render_name_section(&mut top)?;
     page.render_synopsis_section(&mut top)?;
     page.render_description_section(&mut top)?;
+    endpoints_section(&mut top);
     page.render_options_section(&mut top)?;
     page.render_subcommands_section(&mut top)?;
     let mut top = String::from_utf8_lossy(&top).into_owned();
@@ -87,6 +88,26 @@ pub fn man(out: &mut dyn Write) -> io::Result<()> {
     let mut tail = Vec::new();
     page.render_version_section(&mut tail)?;
     out.write_roff(&String::from_utf8_lossy(&tail))
+}
+
+/// The endpoint forms `--help` lists after the options, one a line as
+/// there (clap_mangen would fill them into one paragraph).
+fn endpoints_section(roff: &mut Vec<u8>) {
+    roff.extend_from_slice(b".SH ENDPOINTS\n");
+    let mut lines = ENDPOINT_FORMS.lines();
+    if let Some(heading) = lines.next() {
+        roff.extend_from_slice(format!("{}\n", escape(heading)).as_bytes());
+    }
+    roff.extend_from_slice(b".PP\n.nf\n");
+    for line in lines {
+        roff.extend_from_slice(format!("{}\n", escape(line)).as_bytes());
+    }
+    roff.extend_from_slice(b".fi\n");
+}
+
+/// Text as roff shows it literally: backslashes and hyphens escaped.
+fn escape(text: &str) -> String {
+    text.replace('\\', "\\e").replace('-', "\\-")
 }
 
 /// Writes roff pieces rendered one by one, keeping only the first copy of

@@ -68,13 +68,29 @@ pub fn flag_named(name: &str) -> Option<&'static str> {
         .map(|s| flag_of(*s))
 }
 
+/// Every ENDPOINT form the parser takes (one line each, so a test can
+/// check `--help` against `sockecho::endpoint::SCHEMES`), after the help
+/// of every subcommand that takes endpoints and in the man page.
+pub const ENDPOINT_FORMS: &str = "\
+Endpoints (the default is the lesson's tcp://127.0.0.1:9999):
+  PORT                tcp://127.0.0.1:PORT
+  HOST:PORT           TCP; HOST is an IPv4 address or a name (localhost:9999)
+  [V6]:PORT           TCP over IPv6 ([::1]:9999)
+  [V6%ZONE]:PORT      link-local IPv6 and its interface ([fe80::1%eth0]:9999)
+  tcp://HOST:PORT     TCP; after any scheme HOST may be [V6] or [V6%ZONE]
+  udp://HOST:PORT     UDP datagrams
+  tls://HOST:PORT     TLS over TCP
+  unix:PATH           Unix stream socket at PATH
+  unix:@NAME          Unix stream socket NAME in Linux's abstract namespace
+  unix-dgram:PATH     Unix datagram socket at PATH
+  unix-dgram:@NAME    Unix datagram socket NAME in the abstract namespace";
+
 /// Echo server and client for TCP, UDP and Unix sockets over IPv4 and IPv6.
 ///
-/// ENDPOINT forms: PORT (tcp://127.0.0.1:PORT), HOST:PORT, [V6]:PORT,
-/// tcp://HOST:PORT, udp://HOST:PORT, unix:PATH, unix:@NAME (abstract),
-/// unix-dgram:PATH. The default is the lesson's tcp://127.0.0.1:9999.
+/// Every subcommand takes ENDPOINTs in one syntax, listed below; the
+/// default is the lesson's tcp://127.0.0.1:9999.
 #[derive(Debug, Parser)]
-#[command(name = "sockecho", version, propagate_version = true)]
+#[command(name = "sockecho", version, propagate_version = true, after_help = ENDPOINT_FORMS)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -95,6 +111,7 @@ pub enum Command {
     /// `connection from PEER on ENDPOINT` and `closed PEER in=N out=N` per
     /// stream connection. SIGINT or SIGTERM stops accepting and drains; a
     /// second signal closes everything at once.
+    #[command(after_help = ENDPOINT_FORMS)]
     Serve(ServeArgs),
     /// Connect to an echo server: standard input (or -m messages) to the
     /// socket, the socket to standard output.
@@ -102,6 +119,7 @@ pub enum Command {
     /// Streams: at the end of input the write side is shut down and output
     /// continues until the server closes. Datagrams: each -m or each input
     /// line is one datagram; each reply is printed on its own line.
+    #[command(after_help = ENDPOINT_FORMS)]
     Connect(ConnectArgs),
     /// Measure round trips: COUNT probes, each verified byte for byte, in
     /// ping(8)'s style.
@@ -110,9 +128,11 @@ pub enum Command {
     /// probe times a new handshake); over UDP lost, duplicated and
     /// reordered replies are counted. Exits 0 when at least one valid
     /// reply came and none was corrupt.
+    #[command(after_help = ENDPOINT_FORMS)]
     Ping(PingArgs),
     /// Load an echo server: CONNS connections sending SIZE-byte messages
     /// for DURATION, every echoed byte verified, latency in an HdrHistogram.
+    #[command(after_help = ENDPOINT_FORMS)]
     Bench(BenchArgs),
     /// Work with bench reports.
     Report {
@@ -122,9 +142,11 @@ pub enum Command {
     },
     /// Print a completion script for SHELL on standard output.
     ///
-    /// bash: `sockecho completions bash > ~/.local/share/bash-completion/completions/sockecho`;
-    /// zsh: write `_sockecho` into a directory on $fpath; fish: `sockecho
-    /// completions fish > ~/.config/fish/completions/sockecho.fish`.
+    /// bash: `mkdir -p ~/.local/share/bash-completion/completions`, then
+    /// `sockecho completions bash > ~/.local/share/bash-completion/completions/sockecho`;
+    /// zsh: write `_sockecho` into a directory on $fpath; fish: `mkdir -p
+    /// ~/.config/fish/completions`, then `sockecho completions fish >
+    /// ~/.config/fish/completions/sockecho.fish`.
     Completions {
         /// The shell to complete for.
         #[arg(value_name = "SHELL")]
@@ -133,8 +155,9 @@ pub enum Command {
     /// Print the man page (roff) on standard output: the top-level page
     /// with a section for every subcommand.
     ///
-    /// Read it with `sockecho man | man -l -`, or install it with
-    /// `sockecho man > /usr/local/share/man/man1/sockecho.1`.
+    /// Read it with `sockecho man | man -l -`, or install it with `sudo
+    /// mkdir -p /usr/local/share/man/man1`, then `sockecho man | sudo tee
+    /// /usr/local/share/man/man1/sockecho.1`.
     Man,
 }
 

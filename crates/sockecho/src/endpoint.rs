@@ -7,9 +7,12 @@
 //! | `tcp://HOST:PORT`, `udp://HOST:PORT`, `tls://HOST:PORT` | TCP, UDP, TLS over TCP |
 //! | `unix:PATH`, `unix:@NAME` | Unix stream socket at PATH, or in Linux's abstract namespace |
 //! | `unix-dgram:PATH`, `unix-dgram:@NAME` | Unix datagram socket |
+//! | `[fe80::1%eth0]:PORT` | after any IP scheme too: a link-local address and its zone |
 //!
 //! [`Endpoint`]'s `Display` writes the canonical form (`tcp://[::1]:7000`),
-//! which parses back to the same value.
+//! which parses back to the same value. A text that does not parse gets
+//! an error naming it and, where a typo is likely, the form meant
+//! (`udp:127.0.0.1:7000`: did you mean `udp://127.0.0.1:7000`?).
 
 use std::fmt;
 use std::io;
@@ -17,12 +20,20 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 
+mod hint;
+
 /// The lesson's address, the default for every subcommand.
 pub const DEFAULT: &str = "tcp://127.0.0.1:9999";
 
+/// Every scheme an endpoint may start with: `tcp`, `udp` and `tls` before
+/// `://HOST:PORT`, `unix` and `unix-dgram` before `:PATH` or `:@NAME`.
+/// Help texts that list the forms are tested against it.
+pub const SCHEMES: [&str; 5] = ["tcp", "udp", "tls", "unix", "unix-dgram"];
+
 /// Shown with every parse error, so a user sees at once what would work.
 const EXAMPLES: &str = "e.g. 9999, 127.0.0.1:9999, [::1]:9999, udp://127.0.0.1:9999, \
-                        unix:/tmp/echo.sock, unix:@echo, unix-dgram:/tmp/echo.dgram";
+                        tls://127.0.0.1:9999, unix:/tmp/echo.sock, unix:@echo, \
+                        unix-dgram:/tmp/echo.dgram";
 
 /// Where a socket lives: transport plus address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -80,13 +91,15 @@ pub enum UnixAddr {
     Abstract(String),
 }
 
-/// Why an endpoint did not parse. Its `Display` names the bad text and shows
-/// valid forms.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{why} in '{text}' ({EXAMPLES})")]
+/// Why an endpoint did not parse. Its `Display` names the bad text, the
+/// form most likely meant where a typo is likely, and valid forms.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseEndpointError {
     text: String,
     why: String,
+    /// The form the user most likely meant (`udp://127.0.0.1:7000` for
+    /// `udp:127.0.0.1:7000`), or the form to follow (`udp://HOST:PORT`).
+    hint: Option<String>,
 }
 
 impl ParseEndpointError {
@@ -94,6 +107,7 @@ impl ParseEndpointError {
         ParseEndpointError {
             text: text.to_owned(),
             why: why.into(),
+            hint: None,
         }
     }
 
@@ -101,7 +115,24 @@ impl ParseEndpointError {
     pub fn text(&self) -> &str {
         &self.text
     }
+
+    /// The endpoint the user most likely meant, if a typo is likely.
+    pub fn hint(&self) -> Option<&str> {
+        self.hint.as_deref()
+    }
 }
+
+impl fmt::Display for ParseEndpointError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} in '{}'", self.why, self.text)?;
+        if let Some(hint) = &self.hint {
+            write!(f, ": did you mean {hint}?")?;
+        }
+        write!(f, " ({EXAMPLES})")
+    }
+}
+
+impl std::error::Error for ParseEndpointError {}
 
 impl Default for Endpoint {
     fn default() -> Self {
@@ -233,40 +264,67 @@ impl FromStr for Endpoint {
     type Err = ParseEndpointError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let fail = |why: &str| ParseEndpointError::new(text, why);
-        if text.is_empty() {
-            return Err(fail("empty endpoint"));
-        }
-        if let Some(rest) = text.strip_prefix("unix-dgram:") {
-            return Ok(Endpoint::UnixDgram(parse_unix(text, rest)?));
-        }
-        if let Some(rest) = text.strip_prefix("unix:") {
-            return Ok(Endpoint::Unix(parse_unix(text, rest)?));
-        }
-        if let Some((scheme, rest)) = text.split_once("://") {
-            let hp = parse_host_port(text, rest)?;
-            return match scheme {
-                "tcp" => Ok(Endpoint::Tcp(hp)),
-                "udp" => Ok(Endpoint::Udp(hp)),
-                "tls" => Ok(Endpoint::Tls(hp)),
-                _ => Err(fail(&format!(
-                    "unknown scheme '{scheme}' (known: tcp, udp, tls, unix, unix-dgram)"
-                ))),
-            };
-        }
-        if text.bytes().all(|b| b.is_ascii_digit()) {
-            let port = parse_port(text, text)?;
-            return Ok(Endpoint::Tcp(HostPort {
-                host: Host::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-                port,
-            }));
-        }
-        Ok(Endpoint::Tcp(parse_host_port(text, text)?))
+        parse(text).map_err(|mut err| {
+            err.hint = hint::suggest(text);
+            err
+        })
     }
+}
+
+/// The parser itself; [`Endpoint::from_str`] adds the hint to its errors.
+fn parse(text: &str) -> Result<Endpoint, ParseEndpointError> {
+    let fail = |why: &str| ParseEndpointError::new(text, why);
+    if text.is_empty() {
+        return Err(fail("empty endpoint"));
+    }
+    if let Some(rest) = text.strip_prefix("unix-dgram:") {
+        return Ok(Endpoint::UnixDgram(parse_unix(text, rest)?));
+    }
+    if let Some(rest) = text.strip_prefix("unix:") {
+        return Ok(Endpoint::Unix(parse_unix(text, rest)?));
+    }
+    if let Some((scheme, rest)) = text.split_once("://") {
+        let hp = parse_host_port(text, rest)?;
+        return match scheme {
+            "tcp" => Ok(Endpoint::Tcp(hp)),
+            "udp" => Ok(Endpoint::Udp(hp)),
+            "tls" => Ok(Endpoint::Tls(hp)),
+            _ => Err(fail(&match hint::scheme_named(scheme) {
+                Some(ours) => format!("the scheme '{scheme}' is written '{ours}'"),
+                None => format!("unknown scheme '{scheme}' (known: {})", SCHEMES.join(", ")),
+            })),
+        };
+    }
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        let port = parse_port(text, text)?;
+        return Ok(Endpoint::Tcp(HostPort {
+            host: Host::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            port,
+        }));
+    }
+    // `udp:7000` is not TCP to a host named udp: a scheme lost its `//`.
+    if let Some((word, sep, _)) = hint::split(text)
+        && let Some(why) = hint::misspelled_separator(word, sep)
+    {
+        return Err(fail(&why));
+    }
+    Ok(Endpoint::Tcp(parse_host_port(text, text)?))
 }
 
 fn parse_unix(text: &str, rest: &str) -> Result<UnixAddr, ParseEndpointError> {
     // Accept the URL-ish `unix:///tmp/x` too; it means `unix:/tmp/x`.
+    // `unix://tmp/x` would be the relative path tmp/x, almost never what
+    // was meant: an error whose hint is unix:/tmp/x.
+    if let Some(after) = rest.strip_prefix("//")
+        && !after.is_empty()
+        && !after.starts_with(['/', '@'])
+    {
+        let scheme = &text[..text.len() - rest.len() - 1];
+        return Err(ParseEndpointError::new(
+            text,
+            format!("'{scheme}://' needs a third '/' before a path"),
+        ));
+    }
     let rest = rest.strip_prefix("//").unwrap_or(rest);
     if let Some(name) = rest.strip_prefix('@') {
         if name.is_empty() {
@@ -400,6 +458,11 @@ impl fmt::Display for Host {
         match self {
             Host::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]"),
             Host::Ip(IpAddr::V4(ip)) => write!(f, "{ip}"),
+            // A zone that itself starts with `25` would read back as RFC
+            // 6874's `%25` escape (`%25x` is zone `x`), so it gets one.
+            Host::Zoned(ip, zone) if zone.len() > 2 && zone.starts_with("25") => {
+                write!(f, "[{ip}%25{zone}]")
+            }
             Host::Zoned(ip, zone) => write!(f, "[{ip}%{zone}]"),
             Host::Name(name) => f.write_str(name),
         }
@@ -462,6 +525,7 @@ mod tests {
             ("[fe80::1%eth0]:7", "tcp://[fe80::1%eth0]:7"),
             ("udp://[fe80::1%25eth0]:7", "udp://[fe80::1%eth0]:7"),
             ("[fe80::1%2]:7", "tcp://[fe80::1%2]:7"),
+            ("[fe80::1%25250]:7", "tcp://[fe80::1%25250]:7"),
             ("udp://127.0.0.1:0", "udp://127.0.0.1:0"),
             ("tls://example.com:443", "tls://example.com:443"),
             ("unix:/tmp/e.sock", "unix:/tmp/e.sock"),
@@ -469,6 +533,7 @@ mod tests {
             ("unix:////x", "unix:////x"),
             ("unix:relative.sock", "unix:relative.sock"),
             ("unix:@echo", "unix:@echo"),
+            ("unix://@echo", "unix:@echo"),
             ("unix-dgram:/tmp/e.dgram", "unix-dgram:/tmp/e.dgram"),
             ("unix-dgram:@echo", "unix-dgram:@echo"),
         ] {
@@ -506,11 +571,65 @@ mod tests {
             "unix-dgram:",
             "localhost",
             "65536",
+            // A scheme with its separator mistyped, never a host named udp
+            // or the relative path tmp/x.
+            "udp:127.0.0.1:7000",
+            "udp:7000",
+            "tcp:/x",
+            "udp//x",
+            "UDP://127.0.0.1:7",
+            "unix://tmp/x",
+            "unix-dgram://x",
         ] {
             let err = bad.parse::<Endpoint>().expect_err(bad);
             let msg = err.to_string();
             assert!(msg.contains(&format!("'{bad}'")), "{msg}");
             assert!(msg.contains("127.0.0.1:9999"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn schemes_are_what_the_parser_takes() {
+        // Every scheme listed parses, to an endpoint of that scheme.
+        for scheme in SCHEMES {
+            let text = if scheme.starts_with("unix") {
+                format!("{scheme}:/tmp/x")
+            } else {
+                format!("{scheme}://127.0.0.1:1")
+            };
+            assert_eq!(parse(&text).scheme(), scheme, "{text}");
+        }
+        // And a scheme the parser takes is listed: the schemes other tools
+        // and the application-echo forms use, tried as both shapes.
+        for scheme in [
+            "http",
+            "https",
+            "ws",
+            "wss",
+            "sctp",
+            "quic",
+            "dtls",
+            "vsock",
+            "unix-seqpacket",
+            "unix-stream",
+            "tcp4",
+            "tcp6",
+            "udp4",
+            "udp6",
+            "ssl",
+            "file",
+        ] {
+            for text in [
+                format!("{scheme}://127.0.0.1:1"),
+                format!("{scheme}:/tmp/x"),
+            ] {
+                if let Ok(endpoint) = text.parse::<Endpoint>() {
+                    assert!(
+                        SCHEMES.contains(&endpoint.scheme()) && endpoint.scheme() == scheme,
+                        "{text} parses as {endpoint}, but SCHEMES lacks {scheme}"
+                    );
+                }
+            }
         }
     }
 
