@@ -171,8 +171,9 @@ pub enum RingReceive {
     /// has it (Linux 6.0), else one receive per message.
     #[default]
     Multishot,
-    /// One receive per message on every kernel: the path kernels before
-    /// 6.0 take, chosen to test it on newer ones.
+    /// One receive per message, and one accept per connection (with the
+    /// peer's address from the accept itself), on every kernel: the path
+    /// kernels before 6.0 take, chosen to test it on newer ones.
     SingleShot,
 }
 
