@@ -376,32 +376,20 @@ fn a_name_with_two_addresses_is_served_on_both_and_found_on_either() {
     assert!(out.status.success(), "{target}: {}", out.stderr);
     assert_eq!(out.stdout_text(), "found\n");
     // ping and bench find it too, and name the endpoint as given.
-    let out = ns.exec(
-        &[BIN, "ping", &target, "-c", "3", "-i", "10ms", "--json"],
-        b"",
-    );
-    assert!(
-        out.status.success(),
-        "{target}: {} {}",
-        out.stdout_text(),
-        out.stderr
-    );
-    let ping: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(
-        (ping["received"].as_u64(), ping["endpoint"].as_str()),
-        (Some(3), Some(target.as_str()))
-    );
-    let out = ns.exec(
-        &[BIN, "bench", &target, "-c", "2", "-d", "200ms", "--json"],
-        b"",
-    );
-    assert!(
-        out.status.success(),
-        "{target}: {} {}",
-        out.stdout_text(),
-        out.stderr
-    );
-    let bench: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let json_of = |args: &[&str]| -> serde_json::Value {
+        let out = ns.exec(&[&[BIN], args, &["--json"]].concat(), b"");
+        assert!(
+            out.status.success(),
+            "{args:?}: {} {}",
+            out.stdout_text(),
+            out.stderr
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let ping = json_of(&["ping", &target, "-c", "3", "-i", "10ms"]);
+    assert_eq!(ping["received"], 3, "{ping}");
+    assert_eq!(ping["endpoint"], target.as_str());
+    let bench = json_of(&["bench", &target, "-c", "2", "-d", "200ms"]);
     assert_eq!(bench["errors"], 0, "{bench}");
     assert!(bench["messages"].as_u64() > Some(0), "{bench}");
     assert_eq!(bench["endpoint"], target.as_str());
