@@ -62,6 +62,7 @@ pub mod error;
 pub mod events;
 pub mod guard;
 pub mod ping;
+pub mod proxy;
 pub mod server;
 pub mod service;
 pub mod shutdown;
