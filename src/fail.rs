@@ -86,7 +86,13 @@ pub fn words(err: &Error) -> String {
 fn hint_words(hint: Hint) -> &'static str {
     match hint {
         Hint::UntrustedCertificate => {
-            "trust its CA with --tls-ca FILE, or skip checks with --insecure"
+            "trust its CA with --tls-ca FILE, pin it with --tls-fingerprint sha256:HEX, or skip checks with --insecure"
+        }
+        Hint::NameNotInCertificate => {
+            "remake it with -addext subjectAltName=IP:ADDRESS or DNS:NAME, or connect by a name it holds with --tls-sni NAME"
+        }
+        Hint::CaCertificate => {
+            "remake it with -addext basicConstraints=critical,CA:FALSE, trust exactly that certificate with --tls-ca FILE, or pin it with --tls-fingerprint sha256:HEX"
         }
         _ => "see --help",
     }

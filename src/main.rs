@@ -5,6 +5,7 @@
 //! errors as one `error: WHAT: WHY` line with the contract's exit code
 //! (`fail`).
 
+mod bench;
 mod cli;
 mod fail;
 mod plot;
@@ -15,7 +16,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use cli::{Cli, Command, ReportCommand};
+use cli::{Cli, Command};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -73,49 +74,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
         }
-        Command::Bench(args) => {
-            let shutdown = signals::on_signals()?;
-            let (json, plot) = (args.json, args.plot.clone());
-            if let Some(path) = &plot {
-                // Found now, not after the whole run.
-                plot::check_writable(path)?;
-            }
-            let progress = sockecho::bench::Progress::new();
-            let bar = (!json && std::io::stderr().is_terminal())
-                .then(|| render::bench::progress_bar(progress.clone()));
-            let outcome = sockecho::bench::run(&args.to_config(), &shutdown.stop, &progress).await;
-            if let Some(bar) = bar {
-                bar.finish().await;
-            }
-            let outcome = outcome?;
-            render::bench::print_report(&outcome.report, json)?;
-            // A faulty server is never reported as healthy.
-            let failure = outcome.failure();
-            if let Some(failure) = &failure {
-                eprintln!("error: {failure}");
-            }
-            // A failed run with no latency has no chart; its error says why.
-            if let Some(path) = plot
-                && (outcome.report.messages > 0 || failure.is_none())
-            {
-                plot::write_report(&outcome.report, &path)?;
-            }
-            if failure.is_some() {
-                return Ok(ExitCode::from(1));
-            }
-        }
-        Command::Report {
-            command: ReportCommand::Merge { files, json, plot },
-        } => {
-            if let Some(path) = &plot {
-                plot::check_writable(path)?;
-            }
-            let report = sockecho::bench::merge_files(&files)?;
-            render::bench::print_report(&report, json)?;
-            if let Some(path) = plot {
-                plot::write_report(&report, &path)?;
-            }
-        }
+        Command::Bench(args) => return bench::bench(args).await,
+        Command::Report { command } => bench::report(command)?,
         Command::Completions { shell } => {
             render::write_stdout(|out| cli::generate::completions(shell, out))?;
         }
@@ -127,7 +87,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 /// `sockecho serve`: bind (or adopt inetd's or systemd's sockets), name
 /// each listener's engine in the log, serve until the signals say stop.
 async fn serve(args: cli::ServeArgs) -> anyhow::Result<()> {
-    let shutdown = signals::on_signals()?;
+    let (shutdown, reloads) = signals::on_serve_signals()?;
     let trace = cli::tracer(
         args.trace,
         args.json,
@@ -147,6 +107,8 @@ async fn serve(args: cli::ServeArgs) -> anyhow::Result<()> {
     let (finish_events, finish_trace) = (events.clone(), trace.clone());
     let served = async {
         let server = sockecho::server::open(args.to_config(), args.inetd, &trace).await?;
+        // From now on SIGHUP reads the server's files again (if it has any).
+        let _ = reloads.set(server.reloader());
         let running = server.start(sockecho::Handles {
             events,
             trace,
@@ -199,8 +161,12 @@ fn init_logging(verbose: Option<u8>) {
             // connection that any peer can cause, and our own debug log
             // already says why a handshake or a connection failed. Below
             // -vv rustls keeps to its errors; RUST_LOG decides otherwise.
+            // What a reload (SIGHUP) changed is said at info level, and
+            // shown by default: the user asked for it.
             if v < 2 {
-                EnvFilter::new(format!("{level},rustls=error"))
+                EnvFilter::new(format!(
+                    "{level},rustls=error,sockecho::server::reload=info"
+                ))
             } else {
                 EnvFilter::new(level)
             }

@@ -5,10 +5,16 @@
 //! the stalls that averages hide are where the eye goes. It is an SVG drawn
 //! by plotters without system fonts (text stays `<text>` elements that the
 //! viewer renders), so it works on a bare server.
+//!
+//! Several curves share one chart, named in a legend: `report plot`
+//! overlays runs to compare them, `report merge --plot` draws each input
+//! and, bold, the merged curve. `--log-latency` puts latency on a
+//! logarithmic axis, for curves decades apart.
 
 use std::path::{Path, PathBuf};
 
-use plotters::coord::combinators::BindKeyPoints;
+use plotters::coord::combinators::{BindKeyPoints, WithKeyPoints};
+use plotters::coord::types::RangedCoordi64;
 use plotters::prelude::*;
 
 use sockecho::measure::histogram::LatencyHistogram;
@@ -35,6 +41,41 @@ const X_PER_DECADE: i32 = 1_000;
 /// stay short.
 const MS_THRESHOLD_US: u64 = 10_000;
 
+/// Tick marks aimed for on a linear latency axis.
+const Y_TICKS: f64 = 8.0;
+
+/// One curve of a chart.
+#[derive(Debug, Clone, Copy)]
+pub struct Series<'a> {
+    /// Its name in the legend.
+    pub label: &'a str,
+    /// Its latencies.
+    pub histogram: &'a LatencyHistogram,
+    /// Drawn thicker and in black: the merged curve over its inputs.
+    pub bold: bool,
+}
+
+impl<'a> Series<'a> {
+    /// A plain curve.
+    pub fn new(label: &'a str, histogram: &'a LatencyHistogram) -> Series<'a> {
+        Series {
+            label,
+            histogram,
+            bold: false,
+        }
+    }
+}
+
+/// How the latency axis is drawn.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Scale {
+    /// From 0, evenly.
+    #[default]
+    Linear,
+    /// By decades (1, 2, 5, 10, 20, 50...), for curves far apart.
+    Log,
+}
+
 /// Why a plot could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum PlotError {
@@ -58,7 +99,92 @@ pub enum PlotError {
 
 /// Writes `report`'s latency-percentile chart to `path` (SVG), titled with
 /// the run's parameters.
-pub fn write_report(report: &BenchReport, path: &Path) -> Result<(), sockecho::Error> {
+pub fn write_report(
+    report: &BenchReport,
+    path: &Path,
+    scale: Scale,
+) -> Result<(), sockecho::Error> {
+    let histogram = report
+        .histogram()
+        .map_err(|e| sockecho::Error::invalid("reading the histogram", &e))?;
+    write_series(
+        path,
+        &title(report),
+        &[Series::new("latency", &histogram)],
+        scale,
+    )
+}
+
+/// Writes a merge's chart to `path`: each input's curve, named by its
+/// file, and the merged one in bold, titled with the merged run.
+pub fn write_merge(
+    merged: &BenchReport,
+    inputs: &[(String, BenchReport)],
+    path: &Path,
+    scale: Scale,
+) -> Result<(), sockecho::Error> {
+    let mut histograms = Vec::with_capacity(inputs.len() + 1);
+    for (name, report) in inputs {
+        let h = report
+            .histogram()
+            .map_err(|e| sockecho::Error::invalid(name.clone(), &e))?;
+        histograms.push((name.as_str(), h));
+    }
+    let all = merged
+        .histogram()
+        .map_err(|e| sockecho::Error::invalid("reading the merged histogram", &e))?;
+    let mut series: Vec<Series> = histograms
+        .iter()
+        .map(|(name, h)| Series::new(name, h))
+        .collect();
+    series.push(Series {
+        label: "merged",
+        histogram: &all,
+        bold: true,
+    });
+    write_series(path, &title(merged), &series, scale)
+}
+
+/// Writes the curves of several reports in one chart to `path`, each
+/// named by its file in the legend (`report plot`).
+pub fn write_overlay(
+    inputs: &[(String, BenchReport)],
+    path: &Path,
+    scale: Scale,
+) -> Result<(), sockecho::Error> {
+    let mut histograms = Vec::with_capacity(inputs.len());
+    for (name, report) in inputs {
+        let h = report
+            .histogram()
+            .map_err(|e| sockecho::Error::invalid(name.clone(), &e))?;
+        histograms.push((name.as_str(), h));
+    }
+    let series: Vec<Series> = histograms
+        .iter()
+        .map(|(name, h)| Series::new(name, h))
+        .collect();
+    let title = match inputs {
+        [(_, only)] => title(only),
+        _ => format!("sockecho: latency by percentile, {} runs", inputs.len()),
+    };
+    write_series(path, &title, &series, scale)
+}
+
+/// Draws `series` into `path`, saying a failure as the program does.
+fn write_series(
+    path: &Path,
+    title: &str,
+    series: &[Series],
+    scale: Scale,
+) -> Result<(), sockecho::Error> {
+    write_percentile_plot(path, title, series, scale).map_err(|e| match e {
+        PlotError::Write { path, source } => write_error(&path, source),
+        other => sockecho::Error::invalid(format!("plot {}", path.display()), &other),
+    })
+}
+
+/// A chart title with a run's parameters.
+fn title(report: &BenchReport) -> String {
     let mut title = format!(
         "sockecho bench {}: {} conns x {} B, {:.1} s, {} msgs",
         report.endpoint,
@@ -73,13 +199,7 @@ pub fn write_report(report: &BenchReport, path: &Path) -> Result<(), sockecho::E
     if let Some(rate) = report.rate {
         title.push_str(&format!(", rate {rate:.0}/s"));
     }
-    let histogram = report
-        .histogram()
-        .map_err(|e| sockecho::Error::invalid("reading the histogram", &e))?;
-    write_percentile_plot(path, &title, &[("latency", &histogram)]).map_err(|e| match e {
-        PlotError::Write { path, source } => write_error(&path, source),
-        other => sockecho::Error::invalid(format!("plot {}", path.display()), &other),
-    })
+    title
 }
 
 /// Checks that `path` can be written, before a run whose chart goes
@@ -108,18 +228,19 @@ fn write_error(path: &Path, source: std::io::Error) -> sockecho::Error {
     }
 }
 
-/// Draws one latency-by-percentile curve per `(label, histogram)` and
-/// writes the SVG to `path`. `title` should carry the run's parameters
-/// (endpoint, connections, message size, duration).
+/// Draws one latency-by-percentile curve per series and writes the SVG
+/// to `path`. `title` should carry the run's parameters (endpoint,
+/// connections, message size, duration).
 ///
 /// Empty histograms are left out; if all are empty the result is
 /// [`PlotError::NoData`] and no file is written.
 pub fn write_percentile_plot(
     path: &Path,
     title: &str,
-    series: &[(&str, &LatencyHistogram)],
+    series: &[Series],
+    scale: Scale,
 ) -> Result<(), PlotError> {
-    let svg = render_percentile_svg(title, series)?;
+    let svg = render_percentile_svg(title, series, scale)?;
     std::fs::write(path, svg).map_err(|source| PlotError::Write {
         path: path.to_owned(),
         source,
@@ -130,15 +251,17 @@ pub fn write_percentile_plot(
 /// write it elsewhere.
 pub fn render_percentile_svg(
     title: &str,
-    series: &[(&str, &LatencyHistogram)],
+    series: &[Series],
+    scale: Scale,
 ) -> Result<String, PlotError> {
-    let series: Vec<_> = series.iter().filter(|(_, h)| !h.is_empty()).collect();
+    let series: Vec<&Series> = series.iter().filter(|s| !s.histogram.is_empty()).collect();
     let most_samples = series
         .iter()
-        .map(|(_, h)| h.len())
+        .map(|s| s.histogram.len())
         .max()
         .ok_or(PlotError::NoData)?;
-    let max_us = series.iter().map(|(_, h)| h.max()).max().unwrap_or(0);
+    let max_us = series.iter().map(|s| s.histogram.max()).max().unwrap_or(0);
+    let min_us = series.iter().map(|s| s.histogram.min()).min().unwrap_or(0);
 
     // Enough decades to reach each curve's last sample, at least one.
     let nines = (decades(most_samples).ceil() as u32).clamp(1, MAX_NINES);
@@ -147,7 +270,7 @@ pub fn render_percentile_svg(
     } else {
         (1.0, "µs")
     };
-    let y_max = (max_us as f64 / divisor * 1.05).max(1.0);
+    let axis = LatencyAxis::new(scale, min_us as f64 / divisor, max_us as f64 / divisor);
 
     let mut svg = String::new();
     {
@@ -163,7 +286,7 @@ pub fn render_percentile_svg(
             .margin_right(48)
             .x_label_area_size(48)
             .y_label_area_size(72)
-            .build_cartesian_2d(x_axis, 0.0..y_max)
+            .build_cartesian_2d(x_axis, axis.range())
             .map_err(draw_error)?;
         chart
             .configure_mesh()
@@ -172,21 +295,27 @@ pub fn render_percentile_svg(
             .label_style(("sans-serif", 14))
             .axis_desc_style(("sans-serif", 16))
             .x_label_formatter(&|x| percentile_label(*x))
-            .y_label_formatter(&|y| axis_number(*y))
+            .y_label_formatter(&|y| axis_number(axis.value(*y)))
             .draw()
             .map_err(draw_error)?;
 
-        for (index, (label, histogram)) in series.iter().enumerate() {
-            let color = Palette99::pick(index).to_rgba();
-            let points = curve(histogram, f64::from(nines), divisor)
+        let mut colors = 0;
+        for s in &series {
+            let (color, width) = if s.bold {
+                (BLACK.to_rgba(), 3)
+            } else {
+                colors += 1;
+                (Palette99::pick(colors - 1).to_rgba(), 2)
+            };
+            let points = curve(s.histogram, f64::from(nines), divisor)
                 .into_iter()
-                .map(|(x, y)| ((x * f64::from(X_PER_DECADE)).round() as i32, y));
+                .map(|(x, y)| ((x * f64::from(X_PER_DECADE)).round() as i32, axis.at(y)));
             chart
-                .draw_series(LineSeries::new(points, color.stroke_width(2)))
+                .draw_series(LineSeries::new(points, color.stroke_width(width)))
                 .map_err(draw_error)?
-                .label(*label)
+                .label(s.label)
                 .legend(move |(x, y)| {
-                    PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2))
+                    PathElement::new([(x, y), (x + 20, y)], color.stroke_width(width))
                 });
         }
         chart
@@ -200,6 +329,91 @@ pub fn render_percentile_svg(
         root.present().map_err(draw_error)?;
     }
     Ok(svg)
+}
+
+/// Units of the latency axis per unit of latency (linear) or per decade
+/// (log). The axis is integer, as the x axis is, so plotters takes exact
+/// key points; a thousandth is far below a pixel.
+const Y_PER_UNIT: f64 = 1_000.0;
+
+/// The latency axis: where a value goes, and its tick marks.
+#[derive(Debug, Clone, Copy)]
+struct LatencyAxis {
+    scale: Scale,
+    /// Linear: 0 and the top. Log: the bounding decades, as log10.
+    low: f64,
+    high: f64,
+}
+
+impl LatencyAxis {
+    /// An axis holding values from `min` to `max` (in the chart's unit).
+    fn new(scale: Scale, min: f64, max: f64) -> LatencyAxis {
+        match scale {
+            Scale::Linear => LatencyAxis {
+                scale,
+                low: 0.0,
+                high: (max * 1.05).max(1.0),
+            },
+            Scale::Log => {
+                // Whole decades around the data: 0 µs (a sub-microsecond
+                // echo) is drawn at the floor.
+                let floor = min.max(max / 1e6).max(1e-3);
+                let low = floor.log10().floor();
+                let high = (max.max(floor) * 1.05).log10().ceil().max(low + 1.0);
+                LatencyAxis { scale, low, high }
+            }
+        }
+    }
+
+    /// Where `value` is drawn.
+    fn at(&self, value: f64) -> i64 {
+        let y = match self.scale {
+            Scale::Linear => value,
+            Scale::Log => value.max(10f64.powf(self.low)).log10(),
+        };
+        (y * Y_PER_UNIT).round() as i64
+    }
+
+    /// The value drawn at `y`.
+    fn value(&self, y: i64) -> f64 {
+        let y = y as f64 / Y_PER_UNIT;
+        match self.scale {
+            Scale::Linear => y,
+            Scale::Log => 10f64.powf(y),
+        }
+    }
+
+    /// The coordinate range, with round tick marks: a 1-2-5 step on a
+    /// linear axis, 1, 2 and 5 of every decade on a log one.
+    fn range(&self) -> WithKeyPoints<RangedCoordi64> {
+        let ticks: Vec<f64> = match self.scale {
+            Scale::Linear => {
+                let rough = self.high / Y_TICKS;
+                let magnitude = 10f64.powf(rough.log10().floor());
+                let step = [1.0, 2.0, 5.0, 10.0]
+                    .into_iter()
+                    .map(|m| m * magnitude)
+                    .find(|s| *s >= rough)
+                    .unwrap_or(rough);
+                (0..=(self.high / step) as u32)
+                    .map(|i| f64::from(i) * step)
+                    .collect()
+            }
+            Scale::Log => (self.low as i32..=self.high as i32)
+                .flat_map(|d| [1.0, 2.0, 5.0].map(|m| m * 10f64.powi(d)))
+                .filter(|v| v.log10() <= self.high + 1e-9)
+                .collect(),
+        };
+        let ticks = ticks.into_iter().map(|v| self.at(v)).collect();
+        let (low, high) = match self.scale {
+            Scale::Linear => (0, (self.high * Y_PER_UNIT).round() as i64),
+            Scale::Log => (
+                (self.low * Y_PER_UNIT).round() as i64,
+                (self.high * Y_PER_UNIT).round() as i64,
+            ),
+        };
+        (low..high).with_key_points(ticks)
+    }
 }
 
 /// `log10(n)`: how many nines of percentile `n` samples can resolve.
@@ -243,10 +457,12 @@ fn percentile_label(x: i32) -> String {
     }
 }
 
-/// A y-axis value without trailing zeros: `50`, `2.5`, `0.25`.
+/// A y-axis value without trailing zeros: `50`, `2.5`, `0.25`, `0.001`.
 fn axis_number(y: f64) -> String {
-    let text = format!("{y:.2}");
-    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    let decimals = if y != 0.0 && y.abs() < 0.01 { 3 } else { 2 };
+    let text = format!("{y:.decimals$}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    text.to_owned()
 }
 
 fn draw_error<E: std::error::Error + Send + Sync>(err: DrawingAreaErrorKind<E>) -> PlotError {
@@ -302,7 +518,8 @@ mod tests {
         let a = latencies(1);
         let b = latencies(200);
         let title = "bench tcp://127.0.0.1:9999 <4 conns & 64 B>";
-        write_percentile_plot(&path, title, &[("run a", &a), ("run b", &b)]).expect("plots");
+        let series = [Series::new("run a", &a), Series::new("run b", &b)];
+        write_percentile_plot(&path, title, &series, Scale::Linear).expect("plots");
         let svg = std::fs::read_to_string(&path).expect("reads back");
         let _ = std::fs::remove_file(&path);
         assert!(svg.trim_start().starts_with("<svg"), "{}", &svg[..80]);
@@ -331,7 +548,8 @@ mod tests {
     fn small_latencies_use_microseconds_and_single_samples_work() {
         let mut one = LatencyHistogram::new();
         one.record(42);
-        let svg = render_percentile_svg("t", &[("one", &one)]).expect("plots");
+        let svg =
+            render_percentile_svg("t", &[Series::new("one", &one)], Scale::Linear).expect("plots");
         let texts = texts(&svg);
         assert!(texts.contains(&"latency (µs)"), "{texts:?}");
         assert!(
@@ -344,17 +562,51 @@ mod tests {
     fn empty_input_is_a_clear_error_and_writes_nothing() {
         let path = temp_path("empty");
         let empty = LatencyHistogram::new();
-        for series in [&[][..], &[("empty", &empty)][..]] {
-            let err = write_percentile_plot(&path, "t", series).expect_err("no data");
+        for series in [&[][..], &[Series::new("empty", &empty)][..]] {
+            let err =
+                write_percentile_plot(&path, "t", series, Scale::Linear).expect_err("no data");
             assert!(matches!(err, PlotError::NoData), "{err}");
         }
         assert!(!path.exists());
     }
 
     #[test]
+    fn a_log_axis_spans_decades_with_round_ticks_and_bold_merged_curve() {
+        let fast = latencies(1);
+        let slow = latencies(1000);
+        let series = [
+            Series::new("fast.json", &fast),
+            Series::new("slow.json", &slow),
+            Series {
+                label: "merged",
+                histogram: &slow,
+                bold: true,
+            },
+        ];
+        let svg = render_percentile_svg("t", &series, Scale::Log).expect("plots");
+        let texts = texts(&svg);
+        for text in ["fast.json", "slow.json", "merged", "latency (ms)"] {
+            assert!(texts.contains(&text), "no <text> for {text}: {texts:?}");
+        }
+        // Decades from 0.01 ms to 100 ms, each with 1, 2 and 5.
+        for tick in ["0.01", "0.1", "1", "2", "5", "10", "100"] {
+            assert!(texts.contains(&tick), "no tick {tick}: {texts:?}");
+        }
+        assert!(
+            svg.contains("stroke-width=\"3\""),
+            "the merged curve is bold"
+        );
+        let axis = LatencyAxis::new(Scale::Linear, 0.0, 95.0);
+        assert_eq!(axis_number(axis.value(axis.at(50.0))), "50");
+        assert_eq!(axis_number(0.001), "0.001");
+    }
+
+    #[test]
     fn unwritable_path_names_the_file() {
         let path = temp_path("missing-dir").join("plot.svg");
-        let err = write_percentile_plot(&path, "t", &[("a", &latencies(1))]).expect_err("fails");
+        let a = latencies(1);
+        let err = write_percentile_plot(&path, "t", &[Series::new("a", &a)], Scale::Linear)
+            .expect_err("fails");
         assert!(err.to_string().contains("plot.svg"), "{err}");
     }
 }

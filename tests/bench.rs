@@ -570,9 +570,13 @@ fn a_client_paced_faster_than_it_can_send_ends_on_time_and_on_a_signal() {
         assert_eq!(code, 0, "{endpoint}: {stderr}");
         assert!(report["messages"].as_u64().unwrap() > 0, "{report}");
         assert!(
-            stderr.contains("open-loop schedule overflowed"),
+            stderr.contains("warning: this client fell behind its own schedule: ")
+                && stderr.contains(" were dropped, never sent;"),
             "{endpoint}: what was dropped is said: {stderr}"
         );
+        let behind = &report["behind_schedule"];
+        assert!(behind["dropped"].as_u64().unwrap() > 0, "{report}");
+        assert!(behind["late"].as_u64().unwrap() > 0, "{report}");
         // Its duration plus the grace of closing (a second at most), with
         // room for a loaded machine: not a figure, a bound on a hang.
         assert!(

@@ -276,9 +276,10 @@ fn sigint_exits_zero() {
 }
 
 #[test]
-fn sighup_drains_and_removes_the_socket_file_like_sigterm() {
+fn sighup_without_files_to_reload_drains_and_removes_the_socket_file_like_sigterm() {
     // The terminal closing sends SIGHUP: no kill without a drain, no
-    // socket file left behind.
+    // socket file left behind. With nothing to read again (no
+    // --allow-file, --deny-file or TLS files) that is all SIGHUP can mean.
     idle_server_exits_zero_on("HUP");
     let path = TempPath::new("hup.sock");
     let mut server = serve(&[&format!("unix:{}", path.text())], &[]);
@@ -472,4 +473,259 @@ fn no_listen_ok_when_the_engine_cannot_start() {
     assert_eq!(out.stdout_text(), "", "listen ok printed: {}", out.stderr);
     let line = assert_error_line(&out, 1);
     assert!(line.contains("io_uring engine thread"), "{line}");
+}
+
+// --- SIGHUP with files to read again ------------------------------------------
+
+/// A TCP connection to `server` from the local address `from` (any of
+/// 127.0.0.0/8 is this host's loopback on Linux).
+fn connect_from(from: &str, server: std::net::SocketAddr) -> std::net::TcpStream {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(server),
+        socket2::Type::STREAM,
+        None,
+    )
+    .unwrap();
+    let local = std::net::SocketAddr::new(from.parse().unwrap(), 0);
+    socket.bind(&local.into()).unwrap();
+    socket.connect_timeout(&server.into(), WAIT).unwrap();
+    let stream = std::net::TcpStream::from(socket);
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream.set_write_timeout(Some(WAIT)).unwrap();
+    stream
+}
+
+/// Whether a new connection from `from` is echoed (rather than closed at
+/// once).
+fn echoed_from(from: &str, server: std::net::SocketAddr) -> bool {
+    let mut stream = connect_from(from, server);
+    let _ = stream.write_all(b"knock");
+    let mut back = [0u8; 5];
+    stream.read_exact(&mut back).is_ok() && &back == b"knock"
+}
+
+/// Polls (with a deadline) until the server's standard error holds `text`
+/// `times` times.
+#[track_caller]
+fn wait_for_log(server: &Server, text: &str, times: usize) {
+    let deadline = Instant::now() + WAIT;
+    while server.stderr().matches(text).count() < times {
+        assert!(
+            Instant::now() < deadline,
+            "{text:?} never logged: {}",
+            server.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn sighup_rereads_the_access_files_and_keeps_open_connections() {
+    let deny = TempPath::new("deny.txt");
+    std::fs::write(deny.path(), "# nobody yet\n").unwrap();
+    let allow = TempPath::new("allow.txt");
+    std::fs::write(allow.path(), "127.0.0.0/8 # this host\n").unwrap();
+    let mut server = serve(
+        &["tcp://127.0.0.1:0", "udp://127.0.0.1:0"],
+        &[
+            "-q",
+            "--deny-file",
+            &deny.text(),
+            "--allow-file",
+            &allow.text(),
+        ],
+    );
+    let addr = ip_addr_of(server.endpoint());
+    let udp = connect_dgram(&server.endpoints[1]);
+    assert_eq!(udp.exchange(b"before"), b"before");
+    let mut open = connect_from("127.0.0.1", addr);
+    assert_eq!(
+        {
+            open.write_all(b"open").unwrap();
+            let mut b = [0u8; 4];
+            open.read_exact(&mut b).unwrap();
+            b
+        },
+        *b"open"
+    );
+
+    std::fs::write(deny.path(), "127.0.0.1 # stop this one\n").unwrap();
+    server.signal("HUP");
+    wait_for_log(&server, "deny 127.0.0.1/32 added", 1);
+    // New connections and datagrams from 127.0.0.1 are refused...
+    assert!(!echoed_from("127.0.0.1", addr));
+    let mut buf = [0u8; 16];
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    silent.connect(ip_addr_of(&server.endpoints[1])).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    silent.send(b"after").unwrap();
+    assert!(silent.recv(&mut buf).is_err(), "a denied datagram answered");
+    // ...others are served, and the connection open before stays.
+    assert!(echoed_from("127.0.0.2", addr));
+    open.write_all(b"stays").unwrap();
+    let mut back = [0u8; 5];
+    open.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"stays");
+
+    // A file that no longer parses leaves the list in force as it was.
+    std::fs::write(deny.path(), "127.0.0.1\nnot an address\n").unwrap();
+    server.signal("HUP");
+    wait_for_log(&server, "reload failed", 1);
+    assert!(server.stderr().contains("line 2"), "{}", server.stderr());
+    assert!(!echoed_from("127.0.0.1", addr));
+
+    // Allowed again.
+    std::fs::write(deny.path(), "").unwrap();
+    server.signal("HUP");
+    wait_for_log(&server, "deny 127.0.0.1/32 removed", 1);
+    assert!(echoed_from("127.0.0.1", addr));
+    let udp = connect_dgram(&server.endpoints[1]);
+    assert_eq!(udp.exchange(b"again"), b"again");
+    // Narrowing the allow file reaches the open-for-business side too.
+    std::fs::write(allow.path(), "127.0.0.2\n").unwrap();
+    server.signal("HUP");
+    wait_for_log(&server, "allow 127.0.0.0/8 removed", 1);
+    assert!(!echoed_from("127.0.0.1", addr));
+    assert!(echoed_from("127.0.0.2", addr));
+    drop(open);
+
+    // Still serving, not stopped by the signals: SIGTERM stops it.
+    server.signal("TERM");
+    let exited = server.wait_exit();
+    assert!(exited.status.success(), "{}", exited.stderr);
+}
+
+#[test]
+fn an_access_file_that_does_not_parse_is_a_usage_error_at_start() {
+    let deny = TempPath::new("bad-deny.txt");
+    std::fs::write(deny.path(), "10.0.0.0/8\n10.0.0.0/99\n").unwrap();
+    let out = sockecho(
+        &["serve", "tcp://127.0.0.1:0", "--deny-file", &deny.text()],
+        b"",
+    );
+    let line = assert_error_line(&out, 2);
+    assert!(line.starts_with("error: --deny-file: "), "{line}");
+    assert!(line.contains("line 2"), "{line}");
+    let out = sockecho(
+        &[
+            "serve",
+            "tcp://127.0.0.1:0",
+            "--allow-file",
+            "/nonexistent/allow",
+        ],
+        b"",
+    );
+    let line = assert_error_line(&out, 2);
+    assert!(line.contains("/nonexistent/allow: no such file"), "{line}");
+}
+
+#[test]
+fn sighup_rereads_the_tls_certificate_and_keeps_open_connections() {
+    if !require_tool("openssl") {
+        return;
+    }
+    let cert = TempPath::new("reload-cert.pem");
+    let key = TempPath::new("reload-key.pem");
+    // A certificate for this host, as `openssl req` makes it, at the
+    // server's paths; its SHA-256 fingerprint.
+    let make = || {
+        let out = run(
+            "openssl",
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+                "-keyout",
+                &key.text(),
+                "-out",
+                &cert.text(),
+            ],
+            b"",
+        );
+        assert_eq!(out.code(), 0, "{}", out.stderr);
+        let out = run(
+            "openssl",
+            &[
+                "x509",
+                "-in",
+                &cert.text(),
+                "-noout",
+                "-fingerprint",
+                "-sha256",
+            ],
+            b"",
+        );
+        out.stdout_text().trim().to_owned()
+    };
+    let first = make();
+    let mut server = serve(
+        &["tls://127.0.0.1:0"],
+        &["-q", "--tls-cert", &cert.text(), "--tls-key", &key.text()],
+    );
+    let endpoint = server.endpoint().to_owned();
+    let pinned = |fingerprint: &str| {
+        sockecho(
+            &[
+                "connect",
+                &endpoint,
+                "--tls-fingerprint",
+                fingerprint,
+                "-m",
+                "pin",
+            ],
+            b"",
+        )
+        .code()
+    };
+    assert_eq!(pinned(&first), 0);
+    // A TLS connection open across the reload.
+    let mut open = std::process::Command::new(BIN)
+        .args(["connect", &endpoint, "--tls-fingerprint", &first])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut input = open.stdin.take().unwrap();
+    let mut output = std::io::BufReader::new(open.stdout.take().unwrap());
+    let mut open = KillOnDrop(open);
+    let mut echo_line = |text: &str| {
+        use std::io::BufRead;
+        input.write_all(text.as_bytes()).unwrap();
+        input.flush().unwrap();
+        let mut line = String::new();
+        output.read_line(&mut line).unwrap();
+        line
+    };
+    assert_eq!(echo_line("before\n"), "before\n");
+
+    let second = make();
+    assert_ne!(first, second);
+    server.signal("HUP");
+    wait_for_log(&server, "replaced by sha256:", 1);
+    assert_eq!(pinned(&second), 0, "new handshakes get the new certificate");
+    assert_eq!(pinned(&first), 1, "and not the old one");
+    assert_eq!(echo_line("after\n"), "after\n", "the open connection stays");
+    let _ = open.0.kill();
+    let _ = open.0.wait();
+
+    // A key that does not go with the certificate: the pair in use stays.
+    std::fs::write(key.path(), "not a key").unwrap();
+    server.signal("HUP");
+    wait_for_log(&server, "reload failed", 1);
+    assert_eq!(pinned(&second), 0);
+    server.signal("TERM");
+    assert!(server.wait_exit().status.success());
 }

@@ -368,3 +368,417 @@ fn connect_takes_a_server_end_without_close_notify_as_the_end() {
     assert_eq!(out.code(), 0, "{}", out.stderr);
     assert_eq!(out.stdout_text(), "hello without close_notify\n");
 }
+
+// --- TLS facts, mutual TLS, pinning, certificates made the usual way --------
+
+/// Runs `openssl ARGS...`, which must succeed.
+fn openssl(args: &[&str]) {
+    let out = run("openssl", args, b"");
+    assert_eq!(out.code(), 0, "openssl {}: {}", args.join(" "), out.stderr);
+}
+
+/// A certificate made the way most guides make one: `openssl req -x509
+/// -newkey rsa:2048 -nodes` with `extra` arguments, which marks it CA:TRUE.
+/// (cert.pem, key.pem); `None` without openssl.
+fn usual_cert(tag: &str, subject: &str, extra: &[&str]) -> Option<(TempPath, TempPath)> {
+    if !require_tool("openssl") {
+        return None;
+    }
+    let cert = TempPath::new(&format!("{tag}-cert.pem"));
+    let key = TempPath::new(&format!("{tag}-key.pem"));
+    let mut args = vec![
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", subject,
+    ];
+    args.extend_from_slice(extra);
+    let (k, c) = (key.text(), cert.text());
+    args.extend_from_slice(&["-keyout", &k, "-out", &c]);
+    openssl(&args);
+    Some((cert, key))
+}
+
+/// `openssl s_client ARGS -connect ADDR -quiet`, sent one line; the line
+/// echoed back (empty when none came).
+fn s_client_line(addr: &str, args: &[&str], line: &[u8]) -> String {
+    let mut all = vec!["s_client", "-connect", addr, "-quiet"];
+    all.extend_from_slice(args);
+    let mut client = common::KillOnDrop(
+        Command::new("openssl")
+            .args(&all)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl s_client"),
+    );
+    let mut stdin = client.0.stdin.take().unwrap();
+    let stdout = client.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut got = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut got);
+        let _ = tx.send(got);
+    });
+    let _ = stdin.write_all(line);
+    let _ = stdin.flush();
+    rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default()
+}
+
+/// The next line of a `--json` server, as JSON.
+fn json_line(server: &common::Proc) -> serde_json::Value {
+    let line = server.line();
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
+}
+
+/// `serve tls://127.0.0.1:0 OPTIONS --json`, past its `listen` (and, with
+/// a self-signed certificate, `tls`) events: the server, its endpoint and
+/// its fingerprint, if printed.
+fn serve_tls_json(options: &[&str]) -> (common::Proc, String, Option<String>) {
+    let mut args = vec!["serve", "tls://127.0.0.1:0", "--json"];
+    args.extend_from_slice(options);
+    let server = common::Proc::sockecho(&args);
+    let listen = json_line(&server);
+    let endpoint = listen["endpoint"].as_str().unwrap().to_owned();
+    let fingerprint = if options.contains(&"--tls-cert") {
+        None
+    } else {
+        let tls = json_line(&server);
+        assert_eq!(tls["event"], "tls");
+        Some(tls["fingerprint"].as_str().unwrap().to_owned())
+    };
+    (server, endpoint, fingerprint)
+}
+
+#[test]
+fn connection_events_carry_the_tls_facts_openssl_asked_for() {
+    if !require_tool("openssl") {
+        return;
+    }
+    let (server, endpoint, _) = serve_tls_json(&["--tls-alpn", "h2", "--tls-alpn", "http/1.1"]);
+    let echoed = s_client_line(
+        addr(&endpoint),
+        &["-servername", "echo.test", "-alpn", "h2"],
+        b"facts\n",
+    );
+    assert_eq!(echoed, "facts\n");
+    let connection = json_line(&server);
+    assert_eq!(connection["event"], "connection");
+    let tls = &connection["tls"];
+    assert_eq!(tls["version"], "TLSv1.3", "{connection}");
+    assert_eq!(tls["sni"], "echo.test");
+    assert_eq!(tls["alpn"], "h2");
+    assert!(tls["cipher"].as_str().unwrap().starts_with("TLS_"), "{tls}");
+    assert!(tls.get("client_subject").is_none(), "{tls}");
+
+    // sockecho's own client: SNI and ALPN as asked; by IP, no SNI (null).
+    let out = sockecho(
+        &[
+            "connect",
+            &endpoint,
+            "--insecure",
+            "--tls-sni",
+            "localhost",
+            "--tls-alpn",
+            "http/1.1",
+            "-m",
+            "x",
+        ],
+        b"",
+    );
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    let mut tls = serde_json::Value::Null;
+    while tls.is_null() {
+        let event = json_line(&server);
+        if event["event"] == "connection" {
+            tls = event["tls"].clone();
+        }
+    }
+    assert_eq!(tls["sni"], "localhost");
+    assert_eq!(tls["alpn"], "http/1.1");
+    let out = sockecho(&["connect", &endpoint, "--insecure", "-m", "x"], b"");
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    let mut tls = serde_json::Value::Null;
+    while tls.is_null() {
+        let event = json_line(&server);
+        if event["event"] == "connection" {
+            tls = event["tls"].clone();
+        }
+    }
+    assert!(
+        tls.get("sni").is_some_and(serde_json::Value::is_null),
+        "{tls}"
+    );
+    assert!(
+        tls.get("alpn").is_some_and(serde_json::Value::is_null),
+        "{tls}"
+    );
+}
+
+#[test]
+fn mutual_tls_with_openssl_and_a_certificate_made_the_usual_way() {
+    let Some((cert, key)) = usual_cert("client", "/CN=client/O=Echo", &[]) else {
+        return;
+    };
+    let (server, endpoint, _) = serve_tls_json(&["--tls-client-ca", &cert.text()]);
+    let echoed = s_client_line(
+        addr(&endpoint),
+        &["-cert", &cert.text(), "-key", &key.text()],
+        b"mutual\n",
+    );
+    assert_eq!(echoed, "mutual\n");
+    let connection = json_line(&server);
+    assert_eq!(
+        connection["tls"]["client_subject"], "CN=client, O=Echo",
+        "{connection}"
+    );
+    assert_eq!(json_line(&server)["event"], "closed");
+
+    // Without a certificate: no echo, and the closed event says why.
+    assert_eq!(s_client_line(addr(&endpoint), &[], b"anonymous\n"), "");
+    let connection = json_line(&server);
+    assert!(connection.get("tls").is_none(), "{connection}");
+    let closed = json_line(&server);
+    let reason = closed["reason"].as_str().unwrap();
+    assert!(reason.contains("TLS handshake failed"), "{reason}");
+    assert_eq!(closed["bytes_out"], 0);
+
+    // sockecho's own client presents one with --tls-cert/--tls-key.
+    let out = sockecho(
+        &[
+            "connect",
+            &endpoint,
+            "--insecure",
+            "--tls-cert",
+            &cert.text(),
+            "--tls-key",
+            &key.text(),
+            "-m",
+            "own client",
+        ],
+        b"",
+    );
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    assert_eq!(out.stdout_text(), "own client\n");
+    let out = sockecho(
+        &[
+            "connect",
+            &endpoint,
+            "--insecure",
+            "--tls-cert",
+            &cert.text(),
+            "-m",
+            "x",
+        ],
+        b"",
+    );
+    assert_eq!(
+        out.code(),
+        2,
+        "a certificate without its key: {}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_server_certificate_made_the_usual_way_works_with_tls_ca() {
+    let Some((cert, key)) = usual_cert(
+        "usual",
+        "/CN=localhost",
+        &["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+    ) else {
+        return;
+    };
+    let server = serve(
+        &["tls://127.0.0.1:0"],
+        &["-q", "--tls-cert", &cert.text(), "--tls-key", &key.text()],
+    );
+    let out = sockecho(
+        &[
+            "connect",
+            server.endpoint(),
+            "--tls-ca",
+            &cert.text(),
+            "-m",
+            "CA:TRUE is fine",
+        ],
+        b"",
+    );
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    assert_eq!(out.stdout_text(), "CA:TRUE is fine\n");
+
+    // No subjectAltName at all: its common name is the name, as OpenSSL
+    // checks it; by IP the error says what to add.
+    let Some((bare, bare_key)) = usual_cert("bare", "/CN=localhost", &[]) else {
+        return;
+    };
+    let server = serve(
+        &["tls://127.0.0.1:0"],
+        &[
+            "-q",
+            "--tls-cert",
+            &bare.text(),
+            "--tls-key",
+            &bare_key.text(),
+        ],
+    );
+    let endpoint = server.endpoint();
+    let out = sockecho(
+        &[
+            "connect",
+            endpoint,
+            "--tls-ca",
+            &bare.text(),
+            "--tls-sni",
+            "localhost",
+            "-m",
+            "cn",
+        ],
+        b"",
+    );
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    let out = sockecho(
+        &["connect", endpoint, "--tls-ca", &bare.text(), "-m", "x"],
+        b"",
+    );
+    let line = common::assert_error_line(&out, 1);
+    assert!(
+        line.contains("CN=localhost and no subjectAltName, not 127.0.0.1"),
+        "{line}"
+    );
+    assert!(line.contains("--tls-sni NAME"), "{line}");
+
+    // A CA:TRUE certificate issued by another CA: refused by any TLS
+    // client, and the error says what to change.
+    let Some((ca, ca_key)) = usual_cert("ca", "/CN=Test CA", &[]) else {
+        return;
+    };
+    let leaf_key = TempPath::new("leaf-key.pem");
+    let csr = TempPath::new("leaf.csr");
+    let leaf = TempPath::new("leaf-cert.pem");
+    let ext = TempPath::new("leaf.ext");
+    std::fs::write(
+        ext.path(),
+        "basicConstraints=critical,CA:TRUE\nsubjectAltName=IP:127.0.0.1\n",
+    )
+    .unwrap();
+    openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=leaf",
+        "-keyout",
+        &leaf_key.text(),
+        "-out",
+        &csr.text(),
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr.text(),
+        "-CA",
+        &ca.text(),
+        "-CAkey",
+        &ca_key.text(),
+        "-set_serial",
+        "7",
+        "-days",
+        "1",
+        "-extfile",
+        &ext.text(),
+        "-out",
+        &leaf.text(),
+    ]);
+    let server = serve(
+        &["tls://127.0.0.1:0"],
+        &[
+            "-q",
+            "--tls-cert",
+            &leaf.text(),
+            "--tls-key",
+            &leaf_key.text(),
+        ],
+    );
+    let out = sockecho(
+        &[
+            "connect",
+            server.endpoint(),
+            "--tls-ca",
+            &ca.text(),
+            "-m",
+            "x",
+        ],
+        b"",
+    );
+    let line = common::assert_error_line(&out, 1);
+    assert!(line.contains("CA:TRUE"), "{line}");
+    assert!(
+        line.contains("basicConstraints=critical,CA:FALSE"),
+        "{line}"
+    );
+    assert!(line.contains("--tls-fingerprint"), "{line}");
+}
+
+#[test]
+fn clients_pin_the_fingerprint_serve_printed() {
+    let server = serve(&["tls://127.0.0.1:0"], &["-q"]);
+    let endpoint = server.endpoint().to_owned();
+    let line = server.line();
+    let pin = line.strip_prefix("tls fingerprint ").unwrap().to_owned();
+    let out = sockecho(
+        &[
+            "connect",
+            &endpoint,
+            "--tls-fingerprint",
+            &pin,
+            "-m",
+            "pinned",
+        ],
+        b"",
+    );
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    assert_eq!(out.stdout_text(), "pinned\n");
+    let out = sockecho(
+        &["ping", &endpoint, "--tls-fingerprint", &pin, "-c", "1"],
+        b"",
+    );
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+
+    let other = format!("sha256:{}", "ab".repeat(32));
+    let out = sockecho(
+        &["connect", &endpoint, "--tls-fingerprint", &other, "-m", "x"],
+        b"",
+    );
+    let line = common::assert_error_line(&out, 1);
+    assert!(line.contains("not the one pinned"), "{line}");
+    assert!(line.contains(&pin), "the fingerprint it has: {line}");
+
+    let out = sockecho(
+        &[
+            "connect",
+            &endpoint,
+            "--tls-fingerprint",
+            "sha256:12",
+            "-m",
+            "x",
+        ],
+        b"",
+    );
+    let line = common::assert_error_line(&out, 2);
+    assert!(line.contains("64 hex digits"), "{line}");
+    let out = sockecho(
+        &[
+            "connect",
+            &endpoint,
+            "--tls-fingerprint",
+            &pin,
+            "--insecure",
+            "-m",
+            "x",
+        ],
+        b"",
+    );
+    assert_eq!(out.code(), 2, "{}", out.stderr);
+}

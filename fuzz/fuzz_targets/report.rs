@@ -22,6 +22,11 @@ fuzz_target!(|data: &[u8]| {
             // form is the binary's, from the same fields).
             let _ = report.histogram();
             let _ = report.to_json();
+            // Merged with itself and a copy under another name: its times
+            // and durations compared, whatever they hold.
+            let inputs = [("a".to_owned(), report.clone()), ("b".to_owned(), report)];
+            let _ = sockecho_measure::merge::merge_named(&inputs);
+            let _ = sockecho_measure::merge::merge_named(&inputs[..1]);
         }
     } else if let Ok(histogram) = LatencyHistogram::from_base64(text) {
         let _ = histogram.percentile(99.0);

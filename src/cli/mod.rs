@@ -56,6 +56,15 @@ pub fn flag_of(setting: Setting) -> &'static str {
         Setting::UdpRate => "--udp-rate",
         Setting::Duration => "--duration",
         Setting::LossTimeout => "--timeout",
+        Setting::ProxyProtocol => "--proxy-protocol",
+        Setting::ProxyFrom => "--proxy-from",
+        Setting::Greeting => "--greeting",
+        Setting::AllowFile => "--allow-file",
+        Setting::DenyFile => "--deny-file",
+        Setting::GreetingLine => "--greeting-line",
+        Setting::StartAt => "--start-at",
+        Setting::Source => "--source",
+        Setting::FindRate => "--find-rate",
         _ => "an option",
     }
 }
@@ -110,7 +119,10 @@ pub enum Command {
     /// Prints `listen ok ENDPOINT` once each endpoint accepts traffic, then
     /// `connection from PEER on ENDPOINT` and `closed PEER in=N out=N` per
     /// stream connection. SIGINT or SIGTERM stops accepting and drains; a
-    /// second signal closes everything at once.
+    /// second signal closes everything at once. SIGHUP re-reads
+    /// --allow-file, --deny-file and the TLS files, keeping open
+    /// connections (with none of those files, it stops like SIGTERM: the
+    /// terminal closed).
     #[command(after_help = ENDPOINT_FORMS)]
     Serve(ServeArgs),
     /// Connect to an echo server: standard input (or -m messages) to the
@@ -167,6 +179,10 @@ pub enum ReportCommand {
     /// Merge `bench --json` results from several processes or machines:
     /// messages and throughput add up, percentiles come from the merged
     /// histogram.
+    ///
+    /// Inputs that measured different things (another transport, another
+    /// message size) or the same run twice are refused; windows that do
+    /// not overlap, and other differences, are warned of on standard error.
     Merge {
         /// Bench JSON files.
         #[arg(value_name = "FILE.json", required = true)]
@@ -174,9 +190,26 @@ pub enum ReportCommand {
         /// Print the merged report as JSON.
         #[arg(long)]
         json: bool,
-        /// Write a latency-percentile chart (SVG).
+        /// Write a latency-percentile chart (SVG): each input, and the
+        /// merged curve in bold.
         #[arg(long, value_name = "FILE.svg")]
         plot: Option<std::path::PathBuf>,
+        /// With --plot: latency on a logarithmic axis.
+        #[arg(long, requires = "plot")]
+        log_latency: bool,
+    },
+    /// Draw the latency-percentile curves of several `bench --json`
+    /// reports in one chart, one per file, named in a legend.
+    Plot {
+        /// Bench JSON files.
+        #[arg(value_name = "FILE.json", required = true)]
+        files: Vec<std::path::PathBuf>,
+        /// The chart to write (SVG).
+        #[arg(long, value_name = "FILE.svg", required = true)]
+        plot: std::path::PathBuf,
+        /// Latency on a logarithmic axis, for curves decades apart.
+        #[arg(long)]
+        log_latency: bool,
     },
 }
 
@@ -189,6 +222,15 @@ pub struct PingArgs {
 
     #[command(flatten)]
     pub tls: TlsClientArgs,
+
+    #[command(flatten)]
+    pub proxy: ProxyClientArgs,
+
+    /// Streams: read the line each connection is greeted with first (serve
+    /// --greeting '{id}\n'), which names the backend that answered; with
+    /// --connect, each probe's line says it.
+    #[arg(long)]
+    pub greeting_line: bool,
 
     /// Stop after COUNT probes (default: until interrupted).
     #[arg(short, long, value_name = "COUNT",
@@ -226,6 +268,15 @@ pub struct BenchArgs {
 
     #[command(flatten)]
     pub tls: TlsClientArgs,
+
+    #[command(flatten)]
+    pub proxy: ProxyClientArgs,
+
+    /// Streams: each connection first reads the line it is greeted with
+    /// (serve --greeting '{id}\n'); the report counts connections and
+    /// messages per line: each backend's share behind a load balancer.
+    #[arg(long)]
+    pub greeting_line: bool,
 
     /// Connections (datagram flows over UDP and Unix datagram sockets).
     #[arg(short, long = "connections", value_name = "CONNS", default_value_t = sockecho::bench::DEFAULT_CONNECTIONS as u64,
@@ -276,6 +327,54 @@ pub struct BenchArgs {
     /// default closed-loop TCP and Unix stream runs use io_uring).
     #[arg(long)]
     pub epoll: bool,
+
+    /// Search open-loop rates for the highest whose latency percentile
+    /// meets TARGET (p99<2ms, p999<10ms, p50<200us): one run of --duration
+    /// per step, starting at --rate (default 1000), doubling while steps
+    /// pass, then narrowing to within 5 %. A step passes when its
+    /// percentile is under the limit at the rate asked (within 5 %).
+    #[arg(long, value_name = "TARGET", value_parser = parse_find_rate,
+          conflicts_with_all = ["interval", "json_stream"])]
+    pub find_rate: Option<sockecho::bench::LatencyTarget>,
+
+    /// With --find-rate: the most steps the search runs.
+    #[arg(long, value_name = "N", requires = "find_rate",
+          default_value_t = sockecho::bench::DEFAULT_FIND_STEPS,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub find_steps: u32,
+
+    /// With --find-rate: the longest the search may take; no step starts
+    /// that could not end within it.
+    #[arg(long, value_name = "DURATION", requires = "find_rate",
+          default_value_t = Span(sockecho::bench::DEFAULT_FIND_TIME))]
+    pub find_time: Span,
+
+    /// Print a line per DURATION of the measured time as the run goes
+    /// (with --json, the report holds them as `intervals`).
+    #[arg(long, value_name = "DURATION", value_parser = parse_bench_interval)]
+    pub interval: Option<Span>,
+
+    /// Write JSON lines as the run goes: an `{"event":"interval",...}`
+    /// object per interval (every --interval, default 1s), then
+    /// `{"event":"end",...}` with the whole report.
+    #[arg(long)]
+    pub json_stream: bool,
+
+    /// Connect, then wait until TIME by the wall clock before the warmup
+    /// starts, so that runs on many machines measure the same window: RFC
+    /// 3339 (2025-06-01T12:00:00Z) or @UNIX_SECONDS.
+    #[arg(long, value_name = "TIME", value_parser = parse_start_at)]
+    pub start_at: Option<std::time::SystemTime>,
+
+    /// Spread connections over the source addresses of ADDR or CIDR
+    /// (127.0.0.0/24 on loopback), each bound to one in turn: past the one
+    /// local port range a single source address has per destination.
+    #[arg(long, value_name = "ADDR|CIDR")]
+    pub source: Option<Cidr>,
+
+    /// With --plot: latency on a logarithmic axis.
+    #[arg(long, requires = "plot")]
+    pub log_latency: bool,
 }
 
 /// `sockecho serve`.
@@ -295,6 +394,35 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<std::path::PathBuf>,
 
+    /// tls://: require a client certificate issued by a CA in FILE (PEM),
+    /// or that is itself in FILE (mutual TLS).
+    #[arg(long, value_name = "FILE")]
+    pub tls_client_ca: Option<std::path::PathBuf>,
+
+    /// tls://: an ALPN protocol to offer (h2, http/1.1...); repeatable, in
+    /// order of preference.
+    #[arg(long = "tls-alpn", value_name = "PROTO")]
+    pub tls_alpn: Vec<String>,
+
+    /// Every stream connection begins with a PROXY protocol header
+    /// (version 1 or 2, as HAProxy's send-proxy and send-proxy-v2 send it),
+    /// which names the original client: the events, --allow/--deny and
+    /// --max-conns-per-ip use that client. A connection from an untrusted
+    /// address, without a header or with a malformed one is closed before
+    /// any byte is echoed.
+    #[arg(long)]
+    pub proxy_protocol: bool,
+
+    /// With --proxy-protocol: a proxy trusted to send the header
+    /// (repeatable; default: loopback peers; Unix socket peers always).
+    #[arg(long, value_name = "CIDR", requires = "proxy_protocol")]
+    pub proxy_from: Vec<Cidr>,
+
+    /// This server's name, for the greeting's {id} (default: the host
+    /// name).
+    #[arg(long, value_name = "NAME")]
+    pub id: Option<String>,
+
     /// The service: echo (RFC 862), discard (RFC 863: read, send nothing)
     /// or chargen (RFC 864: rotating 72-character lines; over UDP one
     /// datagram no larger than the request).
@@ -309,7 +437,8 @@ pub struct ServeArgs {
     pub inetd: bool,
 
     /// Send TEXT (exactly those bytes) to each stream connection before
-    /// echoing.
+    /// echoing. {id} (--id), {peer} (the client) and {local} (the address
+    /// it connected to) are filled in; {{ and }} are literal braces.
     #[arg(long, value_name = "TEXT")]
     pub greeting: Option<String>,
 
@@ -350,6 +479,16 @@ pub struct ServeArgs {
     /// peer is closed at once; a refused UDP source gets no reply.
     #[arg(long, value_name = "CIDR")]
     pub deny: Vec<Cidr>,
+
+    /// Serve the peers in FILE too, as --allow does: one CIDR a line, #
+    /// comments. Read again on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub allow_file: Option<std::path::PathBuf>,
+
+    /// Refuse the peers in FILE too, as --deny does: one CIDR a line, #
+    /// comments. Read again on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub deny_file: Option<std::path::PathBuf>,
 
     /// UDP: replies per second to one source address (a burst of as many
     /// is allowed; 0: unlimited). Applies to sockets bound to a
@@ -432,6 +571,37 @@ pub struct TlsClientArgs {
     /// tls://: do not verify the server's certificate (test rigs only).
     #[arg(long, conflicts_with = "tls_ca")]
     pub insecure: bool,
+
+    /// tls://: accept exactly the server certificate whose SHA-256
+    /// fingerprint serve printed (tls fingerprint sha256:HEX), whoever
+    /// issued it.
+    #[arg(long, value_name = "sha256:HEX", value_parser = parse_fingerprint,
+          conflicts_with_all = ["tls_ca", "insecure"])]
+    pub tls_fingerprint: Option<[u8; 32]>,
+
+    /// tls://: the name to send as SNI and to verify, instead of the
+    /// endpoint's host (clients send no SNI for an IP address).
+    #[arg(long, value_name = "NAME")]
+    pub tls_sni: Option<String>,
+
+    /// tls://: an ALPN protocol to offer; repeatable, in order of
+    /// preference.
+    #[arg(long = "tls-alpn", value_name = "PROTO")]
+    pub tls_alpn: Vec<String>,
+
+    /// tls://: a client certificate chain (PEM) to present, for servers
+    /// that ask for one (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// tls://: the private key for --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+}
+
+/// A fingerprint as serve prints it, for --tls-fingerprint.
+fn parse_fingerprint(text: &str) -> Result<[u8; 32], String> {
+    sockecho::parse_fingerprint(text)
 }
 
 impl TlsClientArgs {
@@ -439,7 +609,50 @@ impl TlsClientArgs {
         sockecho::ClientTlsOptions {
             ca: self.tls_ca.clone(),
             insecure: self.insecure,
+            fingerprint: self.tls_fingerprint,
+            sni: self.tls_sni.clone(),
+            alpn: self.tls_alpn.clone(),
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
         }
+    }
+}
+
+/// A PROXY protocol header sent first by a client (connect, ping, bench),
+/// as a load balancer would send it to the server.
+#[derive(Debug, Args)]
+pub struct ProxyClientArgs {
+    /// Streams: send a PROXY protocol header of this version first (v1:
+    /// text, v2: binary), naming --proxy-source as the client and the
+    /// connection's destination.
+    #[arg(long = "proxy-protocol", value_name = "VERSION", value_enum)]
+    pub proxy_protocol: Option<ProxyVersionArg>,
+
+    /// With --proxy-protocol: the client the header names (default: the
+    /// connection's own local address).
+    #[arg(long, value_name = "HOST:PORT", requires = "proxy_protocol")]
+    pub proxy_source: Option<std::net::SocketAddr>,
+}
+
+/// `--proxy-protocol`'s versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProxyVersionArg {
+    /// Version 1: one line of text (`PROXY TCP4 ...`).
+    V1,
+    /// Version 2: binary.
+    V2,
+}
+
+impl ProxyClientArgs {
+    /// The library's header settings, when a header is asked for.
+    pub fn client(&self) -> Option<sockecho::ProxyClient> {
+        self.proxy_protocol.map(|version| sockecho::ProxyClient {
+            version: match version {
+                ProxyVersionArg::V1 => sockecho::proxy::Version::V1,
+                ProxyVersionArg::V2 => sockecho::proxy::Version::V2,
+            },
+            source: self.proxy_source,
+        })
     }
 }
 
@@ -452,6 +665,9 @@ pub struct ConnectArgs {
 
     #[command(flatten)]
     pub tls: TlsClientArgs,
+
+    #[command(flatten)]
+    pub proxy: ProxyClientArgs,
 
     /// Send TEXT followed by a newline (or, over datagrams, as one
     /// datagram) instead of reading standard input; repeatable.
@@ -496,6 +712,31 @@ fn parse_interval(text: &str) -> Result<Span, String> {
     }
 }
 
+/// A bench interval: at least `sockecho::bench::MIN_INTERVAL`.
+fn parse_bench_interval(text: &str) -> Result<Span, String> {
+    let span = parse_interval(text)?;
+    if span.0 < sockecho::bench::MIN_INTERVAL {
+        return Err(format!(
+            "invalid interval '{text}': at least {} (finer slices say little)",
+            sockecho::duration::format(sockecho::bench::MIN_INTERVAL)
+        ));
+    }
+    Ok(span)
+}
+
+/// `--find-rate`: the library's target syntax, its refusal in its words.
+fn parse_find_rate(text: &str) -> Result<sockecho::bench::LatencyTarget, String> {
+    text.parse().map_err(|e| match e {
+        sockecho::Error::Setting { reason, .. } => reason,
+        other => other.to_string(),
+    })
+}
+
+/// `--start-at`: RFC 3339 or `@UNIX_SECONDS`.
+fn parse_start_at(text: &str) -> Result<std::time::SystemTime, String> {
+    sockecho::measure::wallclock::parse(text).map_err(|e| e.to_string())
+}
+
 /// The trace sink on standard error, or none.
 pub fn tracer(on: bool, json: bool, interval: Span, follow: Span) -> Tracer {
     if on {
@@ -530,6 +771,7 @@ impl ServeArgs {
                     .clone()
                     .map(String::into_bytes)
                     .unwrap_or_default(),
+                id: self.id.clone(),
             },
             limits: server::Limits {
                 max_conns: usize::try_from(self.max_conns).unwrap_or(usize::MAX),
@@ -541,6 +783,11 @@ impl ServeArgs {
                 drain_timeout: self.drain_timeout.0,
             },
             access: AccessList::new(self.allow.clone(), self.deny.clone()),
+            allow_file: self.allow_file.clone(),
+            deny_file: self.deny_file.clone(),
+            proxy: self.proxy_protocol.then(|| server::ProxyProtocol {
+                trusted: self.proxy_from.clone(),
+            }),
             udp_guard: server::UdpGuard {
                 allow_low_ports: self.allow_low_ports,
                 rate: self.udp_rate,
@@ -548,6 +795,8 @@ impl ServeArgs {
             tls: sockecho::ServerTlsOptions {
                 cert: self.tls_cert.clone(),
                 key: self.tls_key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+                alpn: self.tls_alpn.clone(),
             },
             engine: server::EngineConfig {
                 prefer: if self.epoll {
@@ -587,6 +836,8 @@ impl PingArgs {
             timeout: self.timeout.0,
             connect_only: self.connect,
             tls: self.tls.options(),
+            proxy: self.proxy.client(),
+            greeting_line: self.greeting_line,
         }
     }
 }
@@ -612,7 +863,26 @@ impl BenchArgs {
                 sockecho::bench::Driver::Auto
             },
             tls: self.tls.options(),
+            start_at: self.start_at,
+            source: self.source,
+            // iperf3's default: a JSON stream reports every second.
+            intervals: self
+                .interval
+                .map(|span| span.0)
+                .or(self.json_stream.then_some(Duration::from_secs(1))),
+            proxy: self.proxy.client(),
+            greeting_line: self.greeting_line,
         }
+    }
+
+    /// The rate search `--find-rate` asks for.
+    pub fn find_rate(&self) -> Option<sockecho::bench::FindRate> {
+        let target = self.find_rate.clone()?;
+        Some(sockecho::bench::FindRate {
+            target,
+            steps: self.find_steps,
+            time: self.find_time.0,
+        })
     }
 }
 
@@ -624,6 +894,7 @@ impl ConnectArgs {
             messages: (!self.messages.is_empty()).then(|| self.messages.clone()),
             timeout: self.timeout.map(|span| span.0),
             tls: self.tls.options(),
+            proxy: self.proxy.client(),
         }
     }
 }

@@ -50,6 +50,8 @@ fn why(reason: Reason) -> &'static str {
         Reason::Once => "--once",
         Reason::Traced => "--trace",
         Reason::Service => "--mode",
+        Reason::ProxyProtocol => "--proxy-protocol",
+        Reason::Greeting => "--greeting placeholders",
         Reason::NotPlainTcp => "not plain TCP",
         Reason::Unavailable => "io_uring unavailable here",
         Reason::Available => "io_uring available",

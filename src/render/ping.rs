@@ -85,10 +85,21 @@ impl fmt::Display for Line<'_> {
             ),
             PingEvent::Timeout { seq } => write!(f, "Request timeout for seq={seq}"),
             PingEvent::Unreachable => write!(f, "From {endpoint}: destination port unreachable"),
-            PingEvent::Connected { seq, rtt } => write!(
+            PingEvent::Connected { seq, rtt, backend } => {
+                write!(
+                    f,
+                    "connected to {endpoint}: seq={seq} time={} ms",
+                    Millis(*rtt)
+                )?;
+                match backend {
+                    Some(line) => write!(f, " backend={}", sockecho::events::escape(line)),
+                    None => Ok(()),
+                }
+            }
+            PingEvent::Backend { line } => write!(
                 f,
-                "connected to {endpoint}: seq={seq} time={} ms",
-                Millis(*rtt)
+                "greeting from {endpoint}: {}",
+                sockecho::events::escape(line)
             ),
             PingEvent::ConnectFailed { seq, error } => write!(f, "seq={seq}: {}", words(error)),
             PingEvent::Reconnecting { seq, why } => {

@@ -244,6 +244,11 @@ impl Proc {
         self.child.0.id()
     }
 
+    /// Whether the process has exited (without waiting).
+    pub fn has_exited(&mut self) -> bool {
+        matches!(self.child.0.try_wait(), Ok(Some(_)))
+    }
+
     /// Standard error so far.
     pub fn stderr(&self) -> String {
         self.stderr.so_far()

@@ -50,6 +50,10 @@ struct Slot {
     seq: u64,
     /// When it was sent (or due), nanoseconds after the flow's epoch.
     sent_ns: u64,
+    /// When it was actually written, nanoseconds after the epoch: the
+    /// same as `sent_ns` but in an open loop, where a datagram can go out
+    /// after it was due (the raw latency is timed from here).
+    wrote_ns: u64,
     state: State,
 }
 
@@ -196,6 +200,16 @@ impl DatagramFlow {
     /// (returned, for the caller to count as it counts any expiry).
     #[inline]
     pub fn send(&mut self, at: Instant) -> (u64, Option<Expired>) {
+        self.send_at(at, at)
+    }
+
+    /// [`send`](DatagramFlow::send) of a datagram due at `due` and written
+    /// at `wrote` (open loop: it may go out late); its round trip is timed
+    /// from `due`, its raw one ([`wrote_at`](DatagramFlow::wrote_at)) from
+    /// `wrote`.
+    #[inline]
+    pub fn send_at(&mut self, due: Instant, wrote: Instant) -> (u64, Option<Expired>) {
+        let at = due;
         let seq = self.next_seq;
         while self.slot(seq).state == State::Pending && self.slots.len() < self.max_slots {
             self.grow();
@@ -210,9 +224,11 @@ impl DatagramFlow {
             });
         }
         let ns = self.ns(at);
+        let wrote_ns = self.ns(wrote);
         *self.slot(seq) = Slot {
             seq,
             sent_ns: ns,
+            wrote_ns,
             state: State::Pending,
         };
         self.in_flight += 1;
@@ -287,6 +303,14 @@ impl DatagramFlow {
             reordered,
             first,
         }
+    }
+
+    /// When datagram `seq` was actually written, while the ring still
+    /// holds it (as it does right after its reply was classified).
+    #[inline]
+    pub fn wrote_at(&self, seq: u64) -> Option<Instant> {
+        let slot = self.slots[(seq & self.mask()) as usize];
+        (slot.seq == seq && slot.state != State::Free).then(|| self.at(slot.wrote_ns))
     }
 
     /// Skips past datagrams no longer pending.
@@ -402,6 +426,21 @@ mod tests {
             }
         ));
         assert_eq!(flow.next_expiry(), None);
+    }
+
+    #[test]
+    fn an_open_loop_datagram_keeps_when_it_was_written() {
+        let t0 = Instant::now();
+        let mut flow = DatagramFlow::new(8, 8, ms(100));
+        let (seq, _) = flow.send_at(t0, t0 + ms(7));
+        let (other, _) = flow.send(t0 + ms(8));
+        assert!(matches!(
+            flow.reply(seq, |_| true),
+            Reply::Valid { sent_at, .. } if sent_at == t0
+        ));
+        assert_eq!(flow.wrote_at(seq), Some(t0 + ms(7)));
+        assert_eq!(flow.wrote_at(other), Some(t0 + ms(8)));
+        assert_eq!(flow.wrote_at(99), None);
     }
 
     #[test]

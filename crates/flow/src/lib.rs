@@ -17,7 +17,10 @@
 //!   in one window: loss by timeout, duplicates, late and reordered
 //!   replies. Bench and ping both use it.
 //! - [`probe`]: ping's probe on the wire and the check of its echo.
-//! - [`schedule`]: open-loop send times for bench, ping(8)'s grid.
+//! - [`schedule`]: open-loop send times for bench, ping(8)'s grid, and
+//!   how far a client fell behind its own schedule ([`Behind`]).
+//! - [`search`]: `--find-rate`'s search over open-loop rates: what to try
+//!   next, whether a step passed, when to stop.
 //! - [`tally`]: what one bench flow counted (errors, mismatches, loss).
 //!
 //! ```
@@ -41,12 +44,13 @@ pub mod datagram;
 pub mod pattern;
 pub mod probe;
 pub mod schedule;
+pub mod search;
 pub mod stream;
 pub mod tally;
 
 pub use datagram::{DatagramFlow, Expired, Reply};
 pub use pattern::{Difference, Pattern};
-pub use schedule::{Pacer, PingSchedule};
+pub use schedule::{Behind, Pacer, PingSchedule};
 pub use stream::StreamFlow;
 pub use tally::{HEADER, Tally, fill_datagram};
 

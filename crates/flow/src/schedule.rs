@@ -97,10 +97,57 @@ impl Pacer {
     /// when it was due, so a stall (of the server, or of the whole
     /// machine) shows in every message it delayed.
     pub fn due(&mut self, now: Instant) -> Option<Instant> {
+        self.due_late(now).map(|(due, _)| due)
+    }
+
+    /// [`due`](Pacer::due), and how late the message is handed over: `now`
+    /// less the time it was due. That lateness is the client's own (its
+    /// timer fired late, or its thread was busy elsewhere), not the
+    /// server's: the socket has not been asked for anything yet. See
+    /// [`Behind`].
+    pub fn due_late(&mut self, now: Instant) -> Option<(Instant, Duration)> {
         let next = self.next.filter(|next| now >= *next)?;
-        let due = if now - next <= TIMER_SLACK { now } else { next };
+        let late = now - next;
+        let due = if late <= TIMER_SLACK { now } else { next };
         self.next = next.checked_add(self.interval);
-        Some(due)
+        Some((due, late))
+    }
+}
+
+/// How far an open-loop client fell behind its own schedule: of the
+/// messages due, how many it handed to the socket more than
+/// [`TIMER_SLACK`] late, and the latest.
+///
+/// A slow client must never pass for a slow server. Latency timed from
+/// the intended send time includes the client's own lateness too; this
+/// says how much of it there was, so a report can say so out loud.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Behind {
+    /// Messages taken from the schedule.
+    pub scheduled: u64,
+    /// Of those, the ones taken more than [`TIMER_SLACK`] after they were
+    /// due.
+    pub late: u64,
+    /// The latest any was taken.
+    pub max_late: Duration,
+}
+
+impl Behind {
+    /// One message was taken from the schedule, `late` after it was due.
+    #[inline]
+    pub fn note(&mut self, late: Duration) {
+        self.scheduled += 1;
+        if late > TIMER_SLACK {
+            self.late += 1;
+            self.max_late = self.max_late.max(late);
+        }
+    }
+
+    /// Adds another flow's account to this one.
+    pub fn add(&mut self, other: &Behind) {
+        self.scheduled += other.scheduled;
+        self.late += other.late;
+        self.max_late = self.max_late.max(other.max_late);
     }
 }
 
@@ -193,6 +240,35 @@ mod tests {
         assert_eq!(p.due(late), Some(start + ms(30)));
         assert_eq!(p.due(late), Some(late), "the one due now is on time");
         assert_eq!(p.due(late), None);
+    }
+
+    #[test]
+    fn lateness_is_the_clients_own_and_counted_beyond_the_slack() {
+        let start = Instant::now();
+        let mut p = Pacer::new(start, ms(10), 0, 1);
+        let mut behind = Behind::default();
+        // On time, then within the slack: not late.
+        let (_, late) = p.due_late(start).unwrap();
+        behind.note(late);
+        let (_, late) = p.due_late(start + ms(11)).unwrap();
+        assert_eq!(late, ms(1));
+        behind.note(late);
+        assert_eq!((behind.scheduled, behind.late), (2, 0));
+        // 25 ms late: counted, and the latest.
+        let (due, late) = p.due_late(start + ms(45)).unwrap();
+        assert_eq!((due, late), (start + ms(20), ms(25)));
+        behind.note(late);
+        let (_, late) = p.due_late(start + ms(45)).unwrap();
+        behind.note(late);
+        assert_eq!(behind.late, 2);
+        assert_eq!(behind.max_late, ms(25));
+        let mut total = Behind::default();
+        total.add(&behind);
+        total.add(&behind);
+        assert_eq!(
+            (total.scheduled, total.late, total.max_late),
+            (8, 4, ms(25))
+        );
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! checked against it at its offset. A message is complete when the last
 //! of its bytes has come back; its latency is from when it was sent (closed
 //! loop) or due (open loop, so a stalled server shows in every message it
-//! delayed).
+//! delayed). Open-loop flows also keep when each message's first byte was
+//! actually written, for the raw latency beside the corrected one
+//! ([`received_timed`](StreamFlow::received_timed)).
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -31,6 +33,11 @@ pub struct StreamFlow {
     /// When each message not yet echoed was sent (or was due), oldest
     /// first.
     times: VecDeque<Instant>,
+    /// Open loop: when the first byte of each message not yet echoed was
+    /// written, oldest first (a message owed but not yet begun has none).
+    /// Closed loop leaves it empty: a message is written as soon as it is
+    /// due, so the two times are one.
+    written: VecDeque<Instant>,
     /// Bytes due to be written (every message due, whole).
     queued: u64,
     /// Bytes written.
@@ -65,6 +72,7 @@ impl StreamFlow {
             size: size.max(1) as u64,
             closed_loop,
             times: VecDeque::with_capacity(pipeline.max(1)),
+            written: VecDeque::new(),
             queued: 0,
             sent: 0,
             received: 0,
@@ -101,6 +109,21 @@ impl StreamFlow {
         self.sent += n as u64;
     }
 
+    /// [`sent`](StreamFlow::sent), at `now`: each message whose first byte
+    /// is among the `n` is timed as written then. For open-loop flows,
+    /// whose raw latency is timed from the write.
+    #[inline]
+    pub fn sent_at(&mut self, n: usize, now: Instant) {
+        // Message j begins at byte j * size: those beginning in
+        // [sent, sent + n) are ceil((sent + n) / size) - ceil(sent / size).
+        let began = |bytes: u64| bytes.div_ceil(self.size);
+        let starting = began(self.sent + n as u64) - began(self.sent);
+        for _ in 0..starting {
+            self.written.push_back(now);
+        }
+        self.sent += n as u64;
+    }
+
     /// Bytes came back at `now`: checks every one against the pattern, and
     /// calls `complete` with the send (or due) time of each message they
     /// finish, oldest first. A wrong byte ends the flow: where it is.
@@ -111,6 +134,22 @@ impl StreamFlow {
         now: Instant,
         pattern: &Pattern,
         mut complete: impl FnMut(Instant),
+    ) -> Result<(), Difference> {
+        self.received_timed(got, now, pattern, |due, _| complete(due))
+    }
+
+    /// [`received`](StreamFlow::received), calling `complete` with two
+    /// times for each message finished: when it was sent or due (the
+    /// corrected latency's start), and when its first byte was actually
+    /// written (the raw latency's; the same time in a closed loop, or for
+    /// bytes written through [`sent`](StreamFlow::sent)).
+    #[inline]
+    pub fn received_timed(
+        &mut self,
+        got: &[u8],
+        now: Instant,
+        pattern: &Pattern,
+        mut complete: impl FnMut(Instant, Instant),
     ) -> Result<(), Difference> {
         if self.received + got.len() as u64 > self.sent {
             // Bytes we never sent: checked against what we would send
@@ -124,7 +163,8 @@ impl StreamFlow {
             let Some(sent) = self.times.pop_front() else {
                 break;
             };
-            complete(sent);
+            let written = self.written.pop_front().unwrap_or(sent);
+            complete(sent, written);
             if self.closed_loop {
                 self.times.push_back(now);
                 self.queued += self.size;
@@ -236,6 +276,29 @@ mod tests {
         assert_eq!(flow.owed(), 0, "open loop: nothing due by itself");
         flow.times.extend(std::iter::repeat_n(t0, MAX_QUEUED));
         assert!(!flow.schedule(t0), "the queue is capped");
+    }
+
+    #[test]
+    fn open_loop_times_each_message_from_its_first_written_byte() {
+        let pattern = Pattern::new();
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut flow = StreamFlow::open_loop(2, 10);
+        for _ in 0..3 {
+            flow.schedule(t0);
+        }
+        // Message 0 begins at 1 ms, message 1 at 2 ms (its first byte is
+        // byte 10), message 2 at 5 ms.
+        flow.sent_at(4, at(1));
+        flow.sent_at(8, at(2));
+        flow.sent_at(8, at(3));
+        flow.sent_at(10, at(5));
+        let mut seen = Vec::new();
+        let echo = pattern.at(Pattern::base(2), 30);
+        flow.received_timed(echo, at(9), &pattern, |due, wrote| seen.push((due, wrote)))
+            .unwrap();
+        assert_eq!(seen, vec![(t0, at(1)), (t0, at(2)), (t0, at(5))]);
+        assert!(flow.written.is_empty());
     }
 
     proptest! {

@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use crate::Behind;
 use crate::datagram::{DatagramFlow, Expired, Reply};
 use crate::pattern::{Difference, Pattern};
 
@@ -59,6 +60,13 @@ pub struct Tally {
     /// Open-loop messages dropped from the schedule because the server
     /// fell too far behind.
     pub overflowed: u64,
+    /// Open loop: how far the client itself fell behind its schedule,
+    /// over the messages due in the measured window.
+    pub behind: Behind,
+    /// Messages this flow completed inside the measured window, counted
+    /// by the stream drivers: the run's share per backend
+    /// (`--greeting-line`).
+    pub messages: u64,
 }
 
 impl Tally {
@@ -101,7 +109,8 @@ impl Tally {
     /// `size`-byte datagrams): `got` holds its bytes (cut to the receive
     /// buffer), `len` its real length. Checks it, counts what it means,
     /// and returns the send time of the datagram it completes, if it
-    /// completes one.
+    /// completes one: when it was due, and when it was written
+    /// ([`DatagramFlow::send_at`]).
     #[allow(clippy::too_many_arguments)]
     #[inline]
     pub fn datagram_reply(
@@ -113,7 +122,7 @@ impl Tally {
         size: usize,
         got: &[u8],
         len: usize,
-    ) -> Option<Instant> {
+    ) -> Option<(Instant, Instant)> {
         let Some(header) = got.first_chunk::<HEADER>() else {
             self.malformed(id, len, "a datagram shorter than its header");
             return None;
@@ -135,8 +144,9 @@ impl Tally {
                 sent_at,
                 late: false,
                 first: true,
+                seq,
                 ..
-            } => return Some(sent_at),
+            } => return Some((sent_at, flow.wrote_at(seq).unwrap_or(sent_at))),
             // Answered after its loss timeout: already counted lost.
             Reply::Valid { late: true, .. } | Reply::TooOld { .. } => self.stale += 1,
             // A corrupt echo answered it first: this is its second answer.
@@ -177,7 +187,7 @@ mod tests {
             flow.send(t0);
             let mut tally = Tally::default();
             let got = tally.datagram_reply(&mut flow, &pattern, 3, base, size, &out, size);
-            assert_eq!(got, Some(t0), "{size}: {tally:?}");
+            assert_eq!(got, Some((t0, t0)), "{size}: {tally:?}");
         }
     }
 
@@ -196,7 +206,7 @@ mod tests {
         };
         assert_eq!(
             reply(&mut tally, &mut flow, &datagram(&pattern, 0, 64)),
-            Some(t0)
+            Some((t0, t0))
         );
         assert_eq!(
             reply(&mut tally, &mut flow, &datagram(&pattern, 0, 64)),

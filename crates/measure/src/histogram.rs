@@ -146,6 +146,33 @@ impl LatencyHistogram {
         self.value_at_quantile(p / 100.0)
     }
 
+    /// The latency at percentile `p` of these latencies and `lost` more
+    /// that never came back, counted as slower than any: `None` when the
+    /// percentile falls among the lost (more than `100 - p` percent of
+    /// everything was lost), or when there is nothing at all. Clamped to
+    /// `[min, max]`, as the reports' percentiles are.
+    ///
+    /// A datagram that never came back is the slowest echo of all; leaving
+    /// it out would make a lossy run look faster than a clean one.
+    pub fn percentile_with_lost(&self, p: f64, lost: u64) -> Option<u64> {
+        let n = self.len();
+        let total = n.saturating_add(lost);
+        if total == 0 {
+            return None;
+        }
+        let p = if p.is_nan() {
+            100.0
+        } else {
+            p.clamp(0.0, 100.0)
+        };
+        let rank = ((p / 100.0) * total as f64).ceil().max(1.0) as u64;
+        if rank > n {
+            return None;
+        }
+        let at = self.value_at_quantile(rank as f64 / n as f64);
+        Some(at.clamp(self.min(), self.max().max(self.min())))
+    }
+
     /// Smallest latency recorded, in microseconds (within the precision);
     /// 0 when empty.
     pub fn min(&self) -> u64 {
@@ -252,6 +279,20 @@ mod tests {
         assert_eq!(h.value_at_quantile(0.9), 900);
         assert_eq!(h.percentile(99.0), 990);
         assert!((h.mean() - 500.5).abs() < 0.5, "mean {}", h.mean());
+    }
+
+    #[test]
+    fn lost_latencies_count_as_slower_than_any() {
+        let h = sample();
+        assert_eq!(h.percentile_with_lost(99.0, 0), Some(990));
+        // 1000 echoes and 10 lost: the p99 is the 1000th of 1010, the
+        // slowest echo; the p99.9 falls among the lost.
+        assert_eq!(h.percentile_with_lost(99.0, 10), Some(1000));
+        assert_eq!(h.percentile_with_lost(99.9, 10), None);
+        assert_eq!(h.percentile_with_lost(50.0, 1000), Some(1000));
+        assert_eq!(h.percentile_with_lost(50.0, 1001), None);
+        assert_eq!(LatencyHistogram::new().percentile_with_lost(50.0, 0), None);
+        assert_eq!(LatencyHistogram::new().percentile_with_lost(50.0, 3), None);
     }
 
     #[test]

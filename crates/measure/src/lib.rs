@@ -6,7 +6,10 @@
 //! - [`stats`]: round-trip statistics as ping(8) prints them (exact min,
 //!   mean, max, mdev; percentiles from the histogram) and loss.
 //! - [`report`]: a bench run's report with the contract's JSON keys, read
-//!   back and merged exactly across processes and machines.
+//!   back; [`merge`]: many runs merged exactly across processes and
+//!   machines, refusing inputs that measured different things.
+//! - [`interval`]: interval records (`--interval`, `--json-stream`).
+//! - [`wallclock`]: RFC 3339 times (`started_at`, `--start-at`).
 //!
 //! ```
 //! use sockecho_measure::histogram::LatencyHistogram;
@@ -24,8 +27,11 @@
 #![warn(missing_docs)]
 
 pub mod histogram;
+pub mod interval;
+pub mod merge;
 pub mod report;
 pub mod stats;
+pub mod wallclock;
 
 pub use histogram::LatencyHistogram;
 pub use report::BenchReport;

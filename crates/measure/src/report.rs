@@ -5,6 +5,14 @@
 //! latency histogram travels inside it as base64, so `report merge` can
 //! combine runs from many machines exactly rather than averaging
 //! percentiles (which is meaningless).
+//!
+//! Beyond one run's numbers a report may carry: the raw latency beside
+//! the corrected one (`latency_raw_us`, open loop), connection times
+//! (`connect_us`), how far the client fell behind its own schedule
+//! (`behind_schedule`), the wall-clock start of the measured window
+//! (`started_at`), a rate search (`find_rate`), interval records
+//! (`intervals`), and after a merge its inputs (`inputs`; see
+//! [`merge`](crate::merge)).
 
 use std::time::Duration;
 
@@ -36,14 +44,17 @@ pub enum ReportError {
     /// `report merge` was given nothing to merge.
     #[error("no reports to merge")]
     NoReports,
-    /// Reports with different message sizes measure different things;
-    /// their latencies cannot be pooled.
-    #[error("cannot merge reports with different message sizes ({first} and {other} bytes)")]
-    MessageSizeMismatch {
-        /// The first report's message size.
-        first: u64,
-        /// The first differing message size.
-        other: u64,
+    /// Two inputs measured different things (another transport, another
+    /// message size) or are the same run twice: pooling them would
+    /// describe no real workload, or count one run twice.
+    #[error("cannot merge {other} with {first}: {why}")]
+    Incompatible {
+        /// The earlier input it conflicts with.
+        first: String,
+        /// The input refused.
+        other: String,
+        /// What differs, in words.
+        why: String,
     },
 }
 
@@ -76,6 +87,144 @@ pub struct BenchCounts {
     pub lost: Option<u64>,
     /// Datagrams answered more than once; `None` over streams.
     pub duplicates: Option<u64>,
+}
+
+/// Latency percentiles without their histogram: `latency_raw_us`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LatencyPercentiles {
+    /// Fastest echo.
+    pub min: f64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Slowest echo.
+    pub max: f64,
+    /// Mean.
+    pub mean: f64,
+}
+
+impl LatencyPercentiles {
+    /// The percentiles of `h`, clamped to `[min, max]` as in
+    /// [`LatencySummary`].
+    pub fn from_histogram(h: &LatencyHistogram) -> Self {
+        let min = h.min() as f64;
+        let max = (h.max() as f64).max(min);
+        let at = |p: f64| (h.percentile(p) as f64).clamp(min, max);
+        Self {
+            min,
+            p50: at(50.0),
+            p90: at(90.0),
+            p99: at(99.0),
+            p999: at(99.9),
+            max,
+            mean: round_us(h.mean().clamp(min, max)),
+        }
+    }
+}
+
+/// `connect_us`: how long each connection took to establish (the TLS
+/// handshake included on `tls://`), in microseconds, with its histogram so
+/// that merged reports stay exact.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConnectSummary {
+    /// Fastest connection.
+    pub min: f64,
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Slowest connection.
+    pub max: f64,
+    /// Base64 of the HdrHistogram V2 compressed encoding, one value per
+    /// connection made.
+    pub histogram: String,
+}
+
+impl ConnectSummary {
+    /// The summary of `h`, one value per connection.
+    pub fn from_histogram(h: &LatencyHistogram) -> Result<Self, ReportError> {
+        let p = LatencyPercentiles::from_histogram(h);
+        Ok(Self {
+            min: p.min,
+            p50: p.p50,
+            p99: p.p99,
+            max: p.max,
+            histogram: h.to_base64().map_err(ReportError::Histogram)?,
+        })
+    }
+
+    /// Decodes the histogram.
+    pub fn histogram(&self) -> Result<LatencyHistogram, ReportError> {
+        LatencyHistogram::from_base64(&self.histogram).map_err(ReportError::Histogram)
+    }
+}
+
+/// `behind_schedule`: how far an open-loop client fell behind its own
+/// schedule in the measured window. Latency timed from the intended send
+/// time includes this lateness; a slow client must not pass for a slow
+/// server.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BehindSchedule {
+    /// Messages due in the measured window.
+    pub scheduled: u64,
+    /// Of those, how many the client handed to the socket more than 2 ms
+    /// (a timer's slack) after they were due.
+    pub late: u64,
+    /// The latest one was, in microseconds.
+    pub max_late_us: f64,
+    /// Messages dropped from the schedule, never sent, because a
+    /// connection fell more than a million messages behind.
+    pub dropped: u64,
+}
+
+impl BehindSchedule {
+    /// Whether the client kept its schedule: nothing late, nothing
+    /// dropped.
+    pub fn kept(&self) -> bool {
+        self.late == 0 && self.dropped == 0
+    }
+}
+
+/// One step of a rate search (`find_rate.steps`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FindStep {
+    /// The rate asked, messages per second.
+    pub rate: f64,
+    /// The rate achieved: echoes per second in the measured window.
+    pub achieved: f64,
+    /// The target's percentile, in microseconds; `null` when it cannot be
+    /// told (no echo, or more datagrams lost than the percentile allows).
+    pub latency_us: Option<f64>,
+    /// Whether the step met the target at the rate asked.
+    pub pass: bool,
+    /// Messages this client itself sent more than 2 ms late in the step
+    /// (`behind_schedule.late`): a step failed by a client that could not
+    /// keep its pace says little about the server.
+    #[serde(default)]
+    pub client_late: u64,
+}
+
+/// `find_rate`: a search for the highest open-loop rate meeting a latency
+/// target.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FindRate {
+    /// The target, as given (`p99<2ms`).
+    pub target: String,
+    /// The highest rate that met it, messages per second; `null` when none
+    /// did.
+    pub rate: Option<f64>,
+    /// Every step, in the order run.
+    pub steps: Vec<FindStep>,
+    /// Why the search ended: `narrowed` (the answer, within the
+    /// precision), `ceiling` (every rate passed up to the most the client
+    /// paces), `floor` (every rate failed down to the least), `steps` or
+    /// `time` (stopped early, out of steps or time).
+    pub stopped: String,
 }
 
 /// The `latency_us` object: percentiles in microseconds plus the histogram
@@ -146,25 +295,61 @@ pub struct BenchReport {
     /// Datagrams answered more than once (extra key); absent over streams.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duplicates: Option<u64>,
+    /// When the measured window began (the warmup's end), RFC 3339 in
+    /// UTC; absent in reports of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// Open loop: latency timed from each message's actual send rather
+    /// than its intended one (what a client blind to coordinated omission
+    /// would report), beside the corrected `latency_us`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_raw_us: Option<LatencyPercentiles>,
+    /// Open loop: how far the client fell behind its own schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behind_schedule: Option<BehindSchedule>,
+    /// Time to establish each connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_us: Option<ConnectSummary>,
+    /// A rate search's steps and answer (`bench --find-rate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub find_rate: Option<FindRate>,
+    /// Interval records (`bench --json --interval`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intervals: Option<Vec<crate::interval::IntervalReport>>,
+    /// After a merge: one entry per input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<Vec<crate::merge::MergeInput>>,
+    /// `bench --greeting-line`: per distinct greeting line (each backend
+    /// behind a load balancer), the connections greeted with it and the
+    /// messages they completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backends: Option<std::collections::BTreeMap<String, BackendShare>>,
+}
+
+/// One backend's share of a run (`backends`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendShare {
+    /// Connections greeted with this backend's line.
+    pub connections: u64,
+    /// Messages those connections completed in the measured window.
+    pub messages: u64,
 }
 
 impl LatencySummary {
     /// The summary of `h`: percentiles clamped to `[min, max]`, the mean
     /// rounded to the nanosecond (see [`LatencySummary`]).
-    fn from_histogram(h: &LatencyHistogram) -> Result<Self, ReportError> {
-        let min = h.min() as f64;
-        // `max()` is never below `min()`; `max(min)` keeps `clamp` from
-        // panicking should that ever change.
-        let max = (h.max() as f64).max(min);
-        let at = |p: f64| (h.percentile(p) as f64).clamp(min, max);
+    pub fn from_histogram(h: &LatencyHistogram) -> Result<Self, ReportError> {
+        // `max()` is never below `min()`; the clamp keeps that so should
+        // it ever change.
+        let p = LatencyPercentiles::from_histogram(h);
         Ok(Self {
-            min,
-            p50: at(50.0),
-            p90: at(90.0),
-            p99: at(99.0),
-            p999: at(99.9),
-            max,
-            mean: round_us(h.mean().clamp(min, max)),
+            min: p.min,
+            p50: p.p50,
+            p90: p.p90,
+            p99: p.p99,
+            p999: p.p999,
+            max: p.max,
+            mean: p.mean,
             histogram: h.to_base64().map_err(ReportError::Histogram)?,
         })
     }
@@ -182,7 +367,7 @@ fn per_second(count: f64, seconds: f64) -> f64 {
 }
 
 /// `x` rounded to `decimals` decimal places (finite values only).
-fn round_to(x: f64, decimals: i32) -> f64 {
+pub(crate) fn round_to(x: f64, decimals: i32) -> f64 {
     let scale = 10f64.powi(decimals);
     if x.is_finite() {
         (x * scale).round() / scale
@@ -218,6 +403,14 @@ impl BenchReport {
             rate: params.rate,
             lost: counts.lost,
             duplicates: counts.duplicates,
+            started_at: None,
+            latency_raw_us: None,
+            behind_schedule: None,
+            connect_us: None,
+            find_rate: None,
+            intervals: None,
+            inputs: None,
+            backends: None,
         })
     }
 
@@ -248,77 +441,6 @@ impl BenchReport {
             });
         }
         Ok(h)
-    }
-
-    /// Merges runs made at the same time from several processes or
-    /// machines into one report:
-    ///
-    /// - messages, errors, mismatches, lost and connections add up;
-    /// - throughput (msgs/s, bytes/s) and paced rate add up, since the runs
-    ///   were concurrent; `duration_s` is the longest run;
-    /// - latencies come from the merged histogram, exactly as if one
-    ///   process had timed every message;
-    /// - `endpoint` is the common one, or the distinct ones joined with `,`
-    ///   in first-seen order;
-    /// - `message_size` must be the same everywhere
-    ///   ([`ReportError::MessageSizeMismatch`] otherwise): pooling
-    ///   latencies of different sizes would describe no real workload;
-    /// - `pipeline` is kept when common and dropped otherwise.
-    pub fn merge(reports: &[BenchReport]) -> Result<BenchReport, ReportError> {
-        let first = reports.first().ok_or(ReportError::NoReports)?;
-        let mut latencies = LatencyHistogram::new();
-        let mut endpoints: Vec<&str> = Vec::new();
-        let mut merged = BenchReport {
-            endpoint: String::new(),
-            connections: 0,
-            message_size: first.message_size,
-            duration_s: 0.0,
-            messages: 0,
-            msgs_per_s: 0.0,
-            bytes_per_s: 0.0,
-            errors: 0,
-            mismatches: 0,
-            latency_us: first.latency_us.clone(),
-            pipeline: first.pipeline,
-            rate: Some(0.0),
-            lost: None,
-            duplicates: None,
-        };
-        for report in reports {
-            if report.message_size != first.message_size {
-                return Err(ReportError::MessageSizeMismatch {
-                    first: first.message_size,
-                    other: report.message_size,
-                });
-            }
-            latencies.add(&report.histogram()?);
-            if !endpoints.contains(&report.endpoint.as_str()) {
-                endpoints.push(&report.endpoint);
-            }
-            merged.connections = merged.connections.saturating_add(report.connections);
-            merged.duration_s = merged.duration_s.max(report.duration_s);
-            merged.messages = merged.messages.saturating_add(report.messages);
-            merged.msgs_per_s = round_to(merged.msgs_per_s + report.msgs_per_s, 3);
-            merged.bytes_per_s = round_to(merged.bytes_per_s + report.bytes_per_s, 3);
-            merged.errors = merged.errors.saturating_add(report.errors);
-            merged.mismatches = merged.mismatches.saturating_add(report.mismatches);
-            if merged.pipeline != report.pipeline {
-                merged.pipeline = None;
-            }
-            // A rate is only meaningful if every run was paced.
-            merged.rate = merged.rate.zip(report.rate).map(|(a, b)| a + b);
-            if let Some(lost) = report.lost {
-                merged.lost = Some(merged.lost.unwrap_or(0).saturating_add(lost));
-            }
-            if let Some(dups) = report.duplicates {
-                merged.duplicates = Some(merged.duplicates.unwrap_or(0).saturating_add(dups));
-            }
-        }
-        merged.endpoint = endpoints.join(",");
-        // Equal unless a count saturated; the histogram is the truth.
-        merged.messages = latencies.len();
-        merged.latency_us = LatencySummary::from_histogram(&latencies)?;
-        Ok(merged)
     }
 }
 

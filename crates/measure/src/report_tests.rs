@@ -203,7 +203,8 @@ fn merge_endpoints_extras_and_sizes() {
     let err = BenchReport::merge(&[a, b]).expect_err("sizes differ");
     assert_eq!(
         err.to_string(),
-        "cannot merge reports with different message sizes (64 and 128 bytes)"
+        "cannot merge report 2 with report 1: they measured different message sizes \
+         (128 and 64 bytes)"
     );
     assert!(matches!(
         BenchReport::merge(&[]),

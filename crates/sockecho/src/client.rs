@@ -37,6 +37,9 @@ pub struct ConnectConfig {
     pub timeout: Option<Duration>,
     /// How a `tls://` server is verified.
     pub tls: crate::transport::tls::ClientTlsOptions,
+    /// Streams: send a PROXY protocol header first, as a load balancer
+    /// would.
+    pub proxy: Option<crate::transport::proxy::ProxyClient>,
 }
 
 /// Runs the client: sends `input` (or the messages) and writes what comes
@@ -81,7 +84,14 @@ where
     let endpoint = &config.endpoint;
     let timeout = config.timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
     let tls = crate::transport::tls::client_for(endpoint, &config.tls)?;
-    let stream = Stream::connect_with(endpoint, timeout, trace, tls.as_ref()).await?;
+    let stream = Stream::connect_via(
+        endpoint,
+        timeout,
+        trace,
+        tls.as_ref(),
+        config.proxy.as_ref(),
+    )
+    .await?;
     // Trace lines name the peer as the server's name us: by its address.
     let peer = if trace.is_enabled() {
         stream

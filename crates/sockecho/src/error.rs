@@ -49,6 +49,26 @@ pub enum Setting {
     Duration,
     /// `BenchConfig::timeout`: when an unanswered bench datagram is lost.
     LossTimeout,
+    /// `ServeConfig::proxy`: every stream connection begins with a PROXY
+    /// protocol header.
+    ProxyProtocol,
+    /// `server::ProxyProtocol::trusted`: who may send a PROXY header.
+    ProxyFrom,
+    /// `ServiceConfig::greeting`, a template with placeholders.
+    Greeting,
+    /// `ServeConfig::allow_file`: more peers to serve, from a file.
+    AllowFile,
+    /// `ServeConfig::deny_file`: more peers to refuse, from a file.
+    DenyFile,
+    /// `BenchConfig::greeting_line`: read each connection's greeting line.
+    GreetingLine,
+    /// `BenchConfig::start_at`: when the run starts, by the wall clock.
+    StartAt,
+    /// `BenchConfig::source`: the source addresses connections spread over.
+    Source,
+    /// `bench::FindRate::target`: the latency a rate search must meet, and
+    /// the search's bounds.
+    FindRate,
 }
 
 impl Setting {
@@ -70,11 +90,20 @@ impl Setting {
             Setting::UdpRate => "udp_rate",
             Setting::Duration => "duration",
             Setting::LossTimeout => "timeout",
+            Setting::ProxyProtocol => "proxy_protocol",
+            Setting::ProxyFrom => "proxy_from",
+            Setting::Greeting => "greeting",
+            Setting::AllowFile => "allow_file",
+            Setting::DenyFile => "deny_file",
+            Setting::GreetingLine => "greeting_line",
+            Setting::StartAt => "start_at",
+            Setting::Source => "source",
+            Setting::FindRate => "find_rate",
         }
     }
 
     /// Every setting, for a caller that maps names to its own words.
-    pub const ALL: [Setting; 15] = [
+    pub const ALL: [Setting; 24] = [
         Setting::MaxConns,
         Setting::TlsKeyPair,
         Setting::Pipeline,
@@ -90,6 +119,15 @@ impl Setting {
         Setting::UdpRate,
         Setting::Duration,
         Setting::LossTimeout,
+        Setting::ProxyProtocol,
+        Setting::ProxyFrom,
+        Setting::Greeting,
+        Setting::AllowFile,
+        Setting::DenyFile,
+        Setting::GreetingLine,
+        Setting::StartAt,
+        Setting::Source,
+        Setting::FindRate,
     ];
 }
 
@@ -106,6 +144,12 @@ pub enum Hint {
     /// The server's certificate could not be verified: trust its CA, pin
     /// it, or (test rigs only) skip verification.
     UntrustedCertificate,
+    /// The server presented a CA certificate (`CA:TRUE`) as its own:
+    /// remake it as an end entity, trust exactly that file, or pin it.
+    CaCertificate,
+    /// The certificate does not name the host connected to: remake it
+    /// with that name, or connect by a name it holds.
+    NameNotInCertificate,
 }
 
 impl std::fmt::Display for Hint {
@@ -113,6 +157,12 @@ impl std::fmt::Display for Hint {
         match self {
             Hint::UntrustedCertificate => f.write_str(
                 "trust its CA (ClientTlsOptions::ca), or skip checks (ClientTlsOptions::insecure)",
+            ),
+            Hint::CaCertificate => f.write_str(
+                "remake it without CA:TRUE, trust exactly that certificate (ClientTlsOptions::ca), or pin it (ClientTlsOptions::fingerprint)",
+            ),
+            Hint::NameNotInCertificate => f.write_str(
+                "remake it with a subjectAltName for that name, or connect by a name it holds (ClientTlsOptions::sni)",
             ),
         }
     }

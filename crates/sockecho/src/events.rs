@@ -97,12 +97,31 @@ impl std::fmt::Debug for Events {
     }
 }
 
+/// What a connection's JSON events say beyond its peer: the proxy it came
+/// through, what its PROXY header and its TLS handshake said. Text lines
+/// leave them out (the contract's lines are exactly as they were).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConnectionFacts<'a> {
+    /// The proxy's own address, when a PROXY header named the client.
+    pub proxy: Option<&'a str>,
+    /// The header's TLVs (version 2), when it had any.
+    pub proxy_tlvs: Option<&'a crate::proxy::Tlvs>,
+    /// What the TLS handshake settled, on `tls://` endpoints.
+    pub tls: Option<&'a crate::transport::tls::TlsFacts>,
+}
+
 #[derive(Serialize)]
 struct Record<'a> {
     event: &'a str,
     endpoint: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     peer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proxy: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proxy_tlvs: Option<&'a crate::proxy::Tlvs>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls: Option<&'a crate::transport::tls::TlsFacts>,
     #[serde(skip_serializing_if = "Option::is_none")]
     bytes_in: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -190,8 +209,22 @@ impl Events {
 
     /// A stream connection was accepted.
     pub fn connection(&self, peer: &dyn std::fmt::Display, endpoint: &Endpoint) {
+        self.connection_with(peer, endpoint, &ConnectionFacts::default());
+    }
+
+    /// A stream connection was accepted (and its PROXY header read, its
+    /// TLS handshake done): `facts` go into the JSON event.
+    pub fn connection_with(
+        &self,
+        peer: &dyn std::fmt::Display,
+        endpoint: &Endpoint,
+        facts: &ConnectionFacts<'_>,
+    ) {
         let mut record = Record::new("connection", endpoint);
         record.peer = Some(peer.to_string());
+        record.proxy = facts.proxy;
+        record.proxy_tlvs = facts.proxy_tlvs;
+        record.tls = facts.tls;
         self.emit(true, record, || {
             format!("connection from {peer} on {endpoint}")
         });
@@ -207,8 +240,23 @@ impl Events {
         bytes_out: u64,
         reason: Option<&str>,
     ) {
+        self.closed_via(peer, endpoint, bytes_in, bytes_out, reason, None);
+    }
+
+    /// [`closed`](Events::closed) for a connection that came through the
+    /// proxy `proxy` (its JSON event says so).
+    pub fn closed_via(
+        &self,
+        peer: &dyn std::fmt::Display,
+        endpoint: &Endpoint,
+        bytes_in: u64,
+        bytes_out: u64,
+        reason: Option<&str>,
+        proxy: Option<&str>,
+    ) {
         let mut record = Record::new("closed", endpoint);
         record.peer = Some(peer.to_string());
+        record.proxy = proxy;
         record.bytes_in = Some(bytes_in);
         record.bytes_out = Some(bytes_out);
         record.reason = reason;
@@ -252,6 +300,9 @@ impl<'a> Record<'a> {
             event,
             endpoint: endpoint.to_string(),
             peer: None,
+            proxy: None,
+            proxy_tlvs: None,
+            tls: None,
             bytes_in: None,
             bytes_out: None,
             reason: None,
@@ -277,8 +328,10 @@ pub(crate) fn escape_controls(text: String) -> String {
     }
 }
 
-/// [`escape_controls`] of a borrowed string.
-pub(crate) fn escape(text: &str) -> Cow<'_, str> {
+/// `text` with control characters and backslashes escaped, as event lines
+/// print a peer's names (borrowed when there is nothing to escape): for
+/// any text a peer chose that goes to a terminal.
+pub fn escape(text: &str) -> Cow<'_, str> {
     if !text.contains(needs_escape) {
         return Cow::Borrowed(text);
     }
@@ -775,6 +828,56 @@ mod tests {
         events.connection(&"x", &ep);
         events.closed(&"x", &ep, 0, 0, None);
         assert_eq!(*seen.lock().unwrap(), "listen ok tcp://127.0.0.1:9999\n");
+    }
+
+    #[test]
+    fn connection_facts_go_into_json_and_never_into_text() {
+        let tls = crate::transport::tls::TlsFacts {
+            version: "TLSv1.3".to_owned(),
+            cipher: "TLS_AES_128_GCM_SHA256".to_owned(),
+            sni: None,
+            alpn: Some("h2".to_owned()),
+            client_subject: None,
+        };
+        let tlvs = crate::proxy::Tlvs {
+            authority: Some(b"echo.example".to_vec()),
+            ..Default::default()
+        };
+        let facts = ConnectionFacts {
+            proxy: Some("127.0.0.1:5000"),
+            proxy_tlvs: Some(&tlvs),
+            tls: Some(&tls),
+        };
+        let ep: Endpoint = "tls://127.0.0.1:9443".parse().unwrap();
+        let (events, seen) = capture(EventFormat::Json, false);
+        events.connection_with(&"192.0.2.7:40000", &ep, &facts);
+        events.closed_via(&"192.0.2.7:40000", &ep, 1, 1, None, facts.proxy);
+        let text = seen.lock().unwrap().clone();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines[0]["peer"], "192.0.2.7:40000");
+        assert_eq!(lines[0]["proxy"], "127.0.0.1:5000");
+        assert_eq!(lines[0]["proxy_tlvs"]["authority"], "echo.example");
+        assert_eq!(lines[0]["tls"]["alpn"], "h2");
+        // Absent, SNI is null rather than missing; no client certificate,
+        // no subject.
+        assert!(
+            lines[0]["tls"]
+                .get("sni")
+                .is_some_and(serde_json::Value::is_null)
+        );
+        assert!(lines[0]["tls"].get("client_subject").is_none());
+        assert_eq!(lines[1]["proxy"], "127.0.0.1:5000");
+        assert!(lines[1].get("tls").is_none());
+
+        let (events, seen) = capture(EventFormat::Text, false);
+        events.connection_with(&"192.0.2.7:40000", &ep, &facts);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            "connection from 192.0.2.7:40000 on tls://127.0.0.1:9443\n"
+        );
     }
 
     #[test]

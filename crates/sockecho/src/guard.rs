@@ -20,7 +20,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Instant;
 
 use crate::error::Setting;
@@ -185,6 +186,89 @@ impl AccessList {
     }
 }
 
+impl AccessList {
+    /// The blocks served.
+    pub fn allowed(&self) -> &[Cidr] {
+        &self.allow
+    }
+
+    /// The blocks refused.
+    pub fn denied(&self) -> &[Cidr] {
+        &self.deny
+    }
+
+    /// This list with `allow` and `deny` blocks added (from files).
+    pub fn with(&self, allow: &[Cidr], deny: &[Cidr]) -> AccessList {
+        AccessList {
+            allow: self.allow.iter().chain(allow).copied().collect(),
+            deny: self.deny.iter().chain(deny).copied().collect(),
+        }
+    }
+}
+
+/// The address blocks in an access file (`--allow-file`, `--deny-file`):
+/// one a line, as `--allow` takes them; `#` starts a comment, blank lines
+/// are skipped. The error names the line.
+pub fn parse_access_file(text: &str) -> Result<Vec<Cidr>, String> {
+    let mut blocks = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        if line.is_empty() {
+            continue;
+        }
+        blocks.push(
+            line.parse::<Cidr>()
+                .map_err(|e| format!("line {}: {e}", n + 1))?,
+        );
+    }
+    Ok(blocks)
+}
+
+/// Reads an access file (see [`parse_access_file`]).
+pub fn read_access_file(path: &std::path::Path) -> Result<Vec<Cidr>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: {}", path.display(), crate::error::reason(&e)))?;
+    parse_access_file(&text).map_err(|e| format!("{} {e}", path.display()))
+}
+
+/// The access list in force, replaced whole when its files are read again
+/// (a reload), shared by the accept loops and the datagram loops. Accepts
+/// read it under a lock (once per connection); a datagram loop keeps its
+/// own copy and looks only at the generation per datagram (one atomic
+/// load), taking the new list when it moved.
+#[derive(Debug, Default)]
+pub(crate) struct SharedAccess {
+    list: RwLock<Arc<AccessList>>,
+    generation: AtomicU64,
+}
+
+impl SharedAccess {
+    pub(crate) fn new(list: AccessList) -> SharedAccess {
+        SharedAccess {
+            list: RwLock::new(Arc::new(list)),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// The list in force now.
+    pub(crate) fn current(&self) -> Arc<AccessList> {
+        self.list
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Puts `list` in force for every connection and datagram from now on.
+    pub(crate) fn replace(&self, list: AccessList) {
+        *self.list.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(list);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+}
+
 /// Why a stream peer was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refusal {
@@ -222,7 +306,8 @@ type SourceCounts = Arc<Mutex<HashMap<IpAddr, usize>>>;
 /// whether it is served: the access list, then the per-source limit.
 #[derive(Debug, Default)]
 pub(crate) struct Admission {
-    access: AccessList,
+    /// The access list, replaced on a reload.
+    access: Arc<SharedAccess>,
     /// The per-source limit, and the counts it limits; `None`: unlimited
     /// (no lock taken at all).
     per_source: Option<(usize, SourceCounts)>,
@@ -232,7 +317,14 @@ pub(crate) struct Admission {
 
 impl Admission {
     /// `max_per_source`: open connections allowed from one address.
+    #[cfg(test)]
     pub fn new(access: AccessList, max_per_source: Option<usize>) -> Admission {
+        Admission::sharing(Arc::new(SharedAccess::new(access)), max_per_source)
+    }
+
+    /// An admission whose access list is `access`, replaced by whoever
+    /// else holds it.
+    pub fn sharing(access: Arc<SharedAccess>, max_per_source: Option<usize>) -> Admission {
         Admission {
             access,
             per_source: max_per_source.map(|max| (max, SourceCounts::default())),
@@ -243,7 +335,7 @@ impl Admission {
     /// A slot for a connection from `ip`, held until the connection ends
     /// (dropping it frees the slot), or why it is refused.
     pub fn admit(&self, ip: IpAddr) -> Result<SourceSlot, Refusal> {
-        if !self.access.permits(ip) {
+        if !self.access.current().permits(ip) {
             return Err(Refusal::Denied);
         }
         let Some((max, counts)) = &self.per_source else {
@@ -257,6 +349,11 @@ impl Admission {
         }
         *open += 1;
         Ok(SourceSlot(Some((counts.clone(), ip))))
+    }
+
+    /// The access list in force, for the datagram loops and reloads.
+    pub fn access(&self) -> &Arc<SharedAccess> {
+        &self.access
     }
 
     /// Counts a refusal; `Some(refusals since the last line)` when a log
@@ -313,7 +410,10 @@ pub(crate) struct DatagramGuard {
     /// Answer sources below port 1024 too.
     allow_low_ports: bool,
     /// The access list: a refused source gets no reply.
-    access: AccessList,
+    access: Arc<AccessList>,
+    /// Where a reloaded access list comes from, and the generation
+    /// `access` was taken at.
+    shared: Option<(Arc<SharedAccess>, u64)>,
     /// Replies per second per source address; `None` when
     /// unlimited, or when the socket is bound to a loopback address (it
     /// hears only this host: the kernel drops datagrams that arrive from
@@ -342,12 +442,20 @@ impl DatagramGuard {
         DatagramGuard {
             local,
             allow_low_ports,
-            access,
+            access: Arc::new(access),
+            shared: None,
             rates: (reachable && rate_per_s > 0).then(|| SourceRates::new(rate_per_s)),
             own_ports: local.map(|l| l.port()).into_iter().collect(),
             loops: loops::LoopGuard::new(),
             forgotten: LogThrottle::new(),
         }
+    }
+
+    /// The access list `shared` holds now and from each reload on.
+    pub fn with_shared_access(mut self, shared: Arc<SharedAccess>) -> DatagramGuard {
+        self.access = shared.current();
+        self.shared = Some((shared.clone(), shared.generation()));
+        self
     }
 
     /// Every UDP port this process serves, this socket's among them.
@@ -371,6 +479,15 @@ impl DatagramGuard {
         dst: Option<IpAddr>,
         now: Instant,
     ) -> Result<(), NoReply> {
+        // A reload replaced the list: take the new one (a load per
+        // datagram, a lock per reload).
+        if let Some((shared, seen)) = &mut self.shared {
+            let now = shared.generation();
+            if now != *seen {
+                *seen = now;
+                self.access = shared.current();
+            }
+        }
         match peer {
             DatagramPeer::Ip(addr) => {
                 if !self.access.permits(addr.ip()) {

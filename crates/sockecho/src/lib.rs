@@ -78,4 +78,5 @@ pub use error::Error;
 pub use events::{EventFormat, Events};
 pub use server::{Handles, ServeConfig, Server};
 pub use shutdown::Shutdown;
-pub use transport::tls::{ClientTlsOptions, ServerTlsOptions};
+pub use transport::proxy::ProxyClient;
+pub use transport::tls::{ClientTlsOptions, ServerTlsOptions, TlsFacts, parse_fingerprint};

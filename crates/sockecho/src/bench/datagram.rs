@@ -36,7 +36,7 @@ pub(super) async fn drive(id: usize, socket: Datagram, shared: &Shared) -> Tally
     let base = Pattern::base(id);
     let pattern = &shared.pattern;
     let mut tally = Tally::default();
-    let mut pacer = shared.pacer(id).map(Ticker::new);
+    let mut pacer = shared.pacer(id).map(|p| Ticker::new(p, shared.window));
     let closed_loop = pacer.is_none();
     // Open-loop runs need room for the backlog a slow server builds up.
     let capacity = if closed_loop {
@@ -90,11 +90,14 @@ pub(super) async fn drive(id: usize, socket: Datagram, shared: &Shared) -> Tally
             while flow.in_flight() < capacity {
                 let Some(&at) = due.front() else { break };
                 fill_datagram(pattern, base, flow.next_seq(), &mut out);
+                // Open loop: the raw latency is timed from the start of
+                // the send, the corrected one from when it was due.
+                let wrote = if closed_loop { at } else { Instant::now() };
                 match socket.poll_send(cx, &out) {
                     Poll::Ready(Ok(_)) => {
                         due.pop_front();
                         let was_idle = flow.in_flight() == 0;
-                        let (_, early) = flow.send(at);
+                        let (_, early) = flow.send_at(at, wrote);
                         if let Some(expired) = early {
                             tally.expired(expired, shared.window.start);
                             if closed_loop {
@@ -127,8 +130,8 @@ pub(super) async fn drive(id: usize, socket: Datagram, shared: &Shared) -> Tally
                     let completed =
                         tally.datagram_reply(&mut flow, pattern, id, base, size, got, got.len());
                     let now = Instant::now();
-                    if let Some(sent) = completed {
-                        record::complete(shared, sent, now);
+                    if let Some((due, wrote)) = completed {
+                        record::complete_timed(shared, due, wrote, now);
                     }
                     if closed_loop {
                         // Each datagram answered (rightly or not) frees its
@@ -157,5 +160,8 @@ pub(super) async fn drive(id: usize, socket: Datagram, shared: &Shared) -> Tally
     })
     .await;
     record::end(shared, &mut tally, id, ending, false);
+    if let Some(pacer) = &pacer {
+        tally.behind.add(&pacer.behind);
+    }
     tally
 }

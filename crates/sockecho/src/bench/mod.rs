@@ -15,12 +15,25 @@
 //! With a rate the load is open-loop: each connection has a schedule of
 //! intended send times, and latency is measured from the intended time, so
 //! a server that stalls shows the stall in every message queued behind it
-//! (no coordinated omission).
+//! (no coordinated omission). The raw latency, from each message's actual
+//! send, is kept beside it, and so is how far the client itself fell
+//! behind its schedule, so that a slow client is never taken for a slow
+//! server.
+//!
+//! Beyond one run: [`find_rate`] searches for the highest open-loop rate
+//! that meets a latency target; intervals report a run as it goes
+//! ([`run_observed`]); a start time by the wall clock lets runs on many
+//! machines measure the same window; source addresses spread connections
+//! past one address's port range.
 
 mod datagram;
+mod files;
+mod find;
+mod interval;
 #[cfg(target_os = "linux")]
 mod nofile;
 mod record;
+mod source;
 mod stream;
 #[cfg(target_os = "linux")]
 mod uring;
@@ -30,15 +43,26 @@ mod worker;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use sockecho_flow::{Pattern, Tally, Window};
+use sockecho_flow::{Behind, Pattern, Tally, Window};
 use sockecho_measure::histogram::LatencyHistogram;
-use sockecho_measure::report::{BenchCounts, BenchParams, BenchReport};
+use sockecho_measure::interval::IntervalReport;
+use sockecho_measure::report::{
+    BackendShare, BehindSchedule, BenchCounts, BenchParams, BenchReport, ConnectSummary,
+    LatencyPercentiles,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::endpoint::{Endpoint, Kind};
 use crate::error::{Error, Setting};
+use crate::guard::Cidr;
+
+pub use files::{merge_files, merge_reports, read_reports};
+pub use find::DEFAULT_TIME as DEFAULT_FIND_TIME;
+pub use find::{DEFAULT_START_RATE, FindOutcome, FindRate, LatencyTarget, find_rate};
+pub use sockecho_flow::search::DEFAULT_STEPS as DEFAULT_FIND_STEPS;
+pub use sockecho_flow::search::Stop as FindStop;
 
 pub use sockecho_flow::HEADER as DATAGRAM_HEADER;
 
@@ -67,6 +91,21 @@ pub const MAX_RATE_PER_CONNECTION: f64 = 1e7;
 /// refused, rather than run as something other than what was asked.
 pub const MIN_RATE_PER_CONNECTION: f64 = 1e-6;
 
+/// How far ahead a start time may be: a day, the longest a run lasts.
+/// Further is taken for a mistake (a date typed wrong) rather than waited
+/// out.
+pub const MAX_START_WAIT: Duration = Duration::from_secs(86_400);
+
+/// The shortest interval reported: finer slices would cost the threads a
+/// hand-over each time and say little.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
+
+/// How far ahead of the go signal an open-loop schedule starts: the time
+/// for every thread to wake, start its runtime and arm its connections.
+/// Without it the first messages of each connection go out late, by the
+/// client's start-up alone, and a short run's tail is that start-up.
+pub const OPEN_LOOP_LEAD: Duration = Duration::from_millis(20);
+
 /// What `bench` does.
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
@@ -92,6 +131,22 @@ pub struct BenchConfig {
     pub driver: Driver,
     /// How a `tls://` server is verified.
     pub tls: crate::transport::tls::ClientTlsOptions,
+    /// Wait, connected, until this wall-clock time before the warmup
+    /// starts, so that runs on many machines measure the same window.
+    pub start_at: Option<SystemTime>,
+    /// Spread connections over the addresses of this block, each bound
+    /// to one before it connects (TCP, TLS, UDP).
+    pub source: Option<Cidr>,
+    /// Report the run in intervals of this length as it goes
+    /// ([`run_observed`]); at least [`MIN_INTERVAL`].
+    pub intervals: Option<Duration>,
+    /// Streams: each connection sends a PROXY protocol header first, as a
+    /// load balancer would.
+    pub proxy: Option<crate::transport::proxy::ProxyClient>,
+    /// Streams: each connection first reads the line the server greets
+    /// with (`serve --greeting '{id}\n'`: which backend answered), and the
+    /// report counts connections and messages per line (`backends`).
+    pub greeting_line: bool,
 }
 
 impl BenchConfig {
@@ -109,6 +164,11 @@ impl BenchConfig {
             threads: None,
             driver: Driver::Auto,
             tls: Default::default(),
+            start_at: None,
+            source: None,
+            intervals: None,
+            proxy: None,
+            greeting_line: false,
         }
     }
 }
@@ -218,6 +278,8 @@ struct Shared {
     /// Wakes every connection when the run is stopped.
     halt: CancellationToken,
     progress: Progress,
+    /// With interval records: where the threads hand them over.
+    intervals: Option<interval::Intervals>,
 }
 
 impl Shared {
@@ -248,7 +310,7 @@ enum Ending {
 
 /// What one thread hands back: each connection's tally, and the latencies
 /// of all of them.
-type ThreadResult = (Vec<(usize, Tally)>, LatencyHistogram);
+type ThreadResult = (Vec<(usize, Tally)>, record::Latencies);
 
 /// Runs a bench: connects, loads, measures, reports. `stop` ends it early
 /// (what was measured is reported); `progress` counts as it goes.
@@ -264,6 +326,19 @@ pub async fn run(
     config: &BenchConfig,
     stop: &CancellationToken,
     progress: &Progress,
+) -> Result<BenchOutcome, Error> {
+    run_observed(config, stop, progress, &mut |_| {}).await
+}
+
+/// [`run`], handing `on_interval` each interval record as the run goes
+/// when [`BenchConfig::intervals`] is set: every whole interval of the
+/// measured window as it ends, then the last (perhaps shorter) one. Their
+/// messages add up to the report's.
+pub async fn run_observed(
+    config: &BenchConfig,
+    stop: &CancellationToken,
+    progress: &Progress,
+    on_interval: &mut (dyn FnMut(IntervalReport) + Send),
 ) -> Result<BenchOutcome, Error> {
     validate(config)?;
     let kind = config.endpoint.kind();
@@ -300,6 +375,7 @@ pub async fn run(
         }
         Kind::Stream => config.endpoint.clone(),
     };
+    let sources = config.source.as_ref().map(source::Sources::new);
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(threads);
     let mut workers = Vec::with_capacity(threads);
     for t in 0..threads {
@@ -310,6 +386,9 @@ pub async fn run(
             tls: tls.clone(),
             uring: use_uring,
             thread: t,
+            sources,
+            proxy: config.proxy,
+            greeting_line: config.greeting_line,
         };
         let ready_tx = ready_tx.clone();
         let (go_tx, go_rx) = std::sync::mpsc::channel::<Arc<Shared>>();
@@ -327,12 +406,17 @@ pub async fn run(
     let mut connected_by_thread = vec![0usize; threads];
     let mut connect_errors = 0u64;
     let mut first_error = None;
+    let mut connect_times = LatencyHistogram::new();
+    // `greeting_line`: each connection's line (its backend).
+    let mut backend_of = std::collections::HashMap::new();
     while let Some(ready) = ready_rx.recv().await {
+        backend_of.extend(ready.backends);
         connected += ready.connected;
         if let Some(n) = connected_by_thread.get_mut(ready.thread) {
             *n = ready.connected;
         }
         connect_errors += ready.errors;
+        connect_times.add(&ready.connect_times);
         if first_error.is_none() {
             first_error = ready.first_error;
         }
@@ -341,8 +425,21 @@ pub async fn run(
         // Dropping the senders lets every worker thread end.
         return Err(first_error.unwrap_or_else(|| Error::Config("no connections".to_owned())));
     }
+    if let Some(at) = config.start_at
+        && !wait_for_start(at, stop).await
+    {
+        return Err(Error::Config(
+            "stopped while waiting for the start time; nothing was measured".to_owned(),
+        ));
+    }
 
-    let start = Instant::now();
+    let lead = if interval.is_some() {
+        OPEN_LOOP_LEAD
+    } else {
+        Duration::ZERO
+    };
+    let start = Instant::now() + lead;
+    let wall_start = SystemTime::now() + lead;
     let measure_start = start + config.warmup;
     progress
         .0
@@ -363,6 +460,17 @@ pub async fn run(
         halted: AtomicBool::new(false),
         halt: CancellationToken::new(),
         progress: progress.clone(),
+        intervals: config.intervals.map(|every| {
+            let intervals = interval::Intervals::new(every, threads);
+            let idle = connected_by_thread
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n == 0);
+            for (t, _) in idle {
+                intervals.idle(t);
+            }
+            intervals
+        }),
     });
     let mut results = Vec::with_capacity(threads);
     for (go_tx, done_rx, handle) in workers {
@@ -391,6 +499,19 @@ pub async fn run(
             }
         })
     };
+    // Interval records, as every thread passes each boundary.
+    let (interval_tx, mut interval_rx) = tokio::sync::mpsc::unbounded_channel();
+    let collector = shared.intervals.is_some().then(|| {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let Some(intervals) = &shared.intervals else {
+                return (0, 0);
+            };
+            let errors = || shared.progress.errors();
+            let halt = shared.halt.clone();
+            interval::collect(intervals, shared.window, errors, halt, interval_tx).await
+        })
+    });
 
     let mut counts = BenchCounts {
         errors: connect_errors,
@@ -401,29 +522,55 @@ pub async fn run(
     let mut first_error = first_error.map(|e| e.to_string());
     let mut first_mismatch: Option<(usize, String)> = None;
     let mut histogram = LatencyHistogram::new();
+    let mut raw = LatencyHistogram::new();
     let mut tallies = Vec::with_capacity(config.connections);
-    for (t, (done, handle)) in results.into_iter().enumerate() {
-        if let Ok((thread_tallies, latencies)) = done.await {
-            tallies.extend(thread_tallies);
-            histogram.add(&latencies);
-            continue;
-        }
-        // No results: the thread had nothing to drive (every connect
-        // failed, counted already), or it died and took its connections'
-        // results with it. Those must fail the run, never vanish from it.
-        let joined = tokio::task::spawn_blocking(move || handle.join()).await;
-        let why = match joined {
-            Ok(Ok(())) => continue,
-            Ok(Err(payload)) => worker::panic_message(payload.as_ref()),
-            Err(e) => e.to_string(),
+    let mut dead = Vec::new();
+    {
+        let gathering = async {
+            for (t, (done, handle)) in results.into_iter().enumerate() {
+                if let Ok((thread_tallies, latencies)) = done.await {
+                    tallies.extend(thread_tallies);
+                    histogram.add(&latencies.corrected);
+                    raw.add(&latencies.raw);
+                    continue;
+                }
+                // No results: the thread had nothing to drive (every connect
+                // failed, counted already), or it died and took its
+                // connections' results with it. Those must fail the run, never
+                // vanish from it.
+                let joined = tokio::task::spawn_blocking(move || handle.join()).await;
+                let why = match joined {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(payload)) => worker::panic_message(payload.as_ref()),
+                    Err(e) => e.to_string(),
+                };
+                dead.push((t, why));
+            }
         };
+        tokio::pin!(gathering);
+        loop {
+            tokio::select! {
+                () = &mut gathering => break,
+                Some(report) = interval_rx.recv() => on_interval(report),
+            }
+        }
+    }
+    for (t, why) in dead {
         let lost = connected_by_thread.get(t).copied().unwrap_or(0) as u64;
         counts.errors += lost;
         progress.0.errors.fetch_add(lost, Ordering::Relaxed);
         first_error.get_or_insert_with(|| format!("bench thread {t} failed: {why}"));
     }
     let mut overflowed = 0u64;
+    let mut behind = Behind::default();
+    let mut backends = std::collections::BTreeMap::<String, BackendShare>::new();
+    for line in backend_of.values() {
+        backends.entry(line.clone()).or_default().connections += 1;
+    }
     for (id, tally) in tallies {
+        if let Some(line) = backend_of.get(&id) {
+            backends.entry(line.clone()).or_default().messages += tally.messages;
+        }
         counts.errors += tally.errors;
         counts.mismatches += tally.mismatches;
         if let Some(lost) = counts.lost.as_mut() {
@@ -436,20 +583,13 @@ pub async fn run(
             first_error = tally.first_error;
         }
         overflowed += tally.overflowed;
+        behind.add(&tally.behind);
         if let Some(text) = tally.first_mismatch {
             // Report the lowest-numbered connection's, for a stable message.
             if first_mismatch.as_ref().is_none_or(|(i, _)| id < *i) {
                 first_mismatch = Some((id, text));
             }
         }
-    }
-    if overflowed > 0 {
-        // One line for the run, not one per connection.
-        tracing::warn!(
-            messages = overflowed,
-            "open-loop schedule overflowed: messages due were dropped, not sent; \
-             the server, or this client, fell too far behind"
-        );
     }
     finished.cancel();
     let halted_at = watcher.await.ok().flatten();
@@ -460,6 +600,19 @@ pub async fn run(
         .min(shared.window.end)
         .min(Instant::now());
     counts.duration = ended.saturating_duration_since(measure_start);
+    if let (Some(collector), Some(intervals)) = (collector, &shared.intervals) {
+        // The collector ends at the window's end or the stop; what the
+        // threads handed over after its last interval is the last one.
+        shared.halt.cancel();
+        let (reported, counted) = collector.await.unwrap_or((0, 0));
+        while let Ok(report) = interval_rx.try_recv() {
+            on_interval(report);
+        }
+        let (done, errors) = (reported, counts.errors);
+        if let Some(report) = interval::last(intervals, done, counts.duration, errors, counted) {
+            on_interval(report);
+        }
+    }
     let params = BenchParams {
         endpoint: config.endpoint.to_string(),
         connections: config.connections as u64,
@@ -467,8 +620,27 @@ pub async fn run(
         pipeline: config.pipeline as u32,
         rate: config.rate,
     };
-    let report = BenchReport::new(&params, &counts, &histogram)
-        .map_err(|e| Error::invalid("building the report", &e))?;
+    let invalid =
+        |e: sockecho_measure::report::ReportError| Error::invalid("building the report", &e);
+    let mut report = BenchReport::new(&params, &counts, &histogram).map_err(invalid)?;
+    report.started_at = Some(sockecho_measure::wallclock::format_rfc3339(
+        wall_start + config.warmup,
+    ));
+    if !connect_times.is_empty() {
+        report.connect_us = Some(ConnectSummary::from_histogram(&connect_times).map_err(invalid)?);
+    }
+    if config.greeting_line {
+        report.backends = Some(backends);
+    }
+    if config.rate.is_some() {
+        report.latency_raw_us = Some(LatencyPercentiles::from_histogram(&raw));
+        report.behind_schedule = Some(BehindSchedule {
+            scheduled: behind.scheduled,
+            late: behind.late,
+            max_late_us: sockecho_measure::stats::round_us(behind.max_late.as_secs_f64() * 1e6),
+            dropped: overflowed,
+        });
+    }
     Ok(BenchOutcome {
         report,
         first_mismatch: first_mismatch.map(|(_, text)| text),
@@ -476,36 +648,30 @@ pub async fn run(
     })
 }
 
-/// Reads `bench --json` files and merges them into one report.
-///
-/// One file given twice, under any name (`a.json ./a.json`, a link), is
-/// refused ([`Error::Config`]): its run would count twice.
-pub fn merge_files(paths: &[std::path::PathBuf]) -> Result<BenchReport, Error> {
-    use std::os::unix::fs::MetadataExt as _;
-    let mut seen: Vec<((u64, u64), &std::path::Path)> = Vec::with_capacity(paths.len());
-    for path in paths {
-        // A file that cannot be read is reported below, when reading it.
-        let Ok(meta) = std::fs::metadata(path) else {
-            continue;
-        };
-        let file = (meta.dev(), meta.ino());
-        if let Some((_, first)) = seen.iter().find(|(id, _)| *id == file) {
-            return Err(Error::Config(format!(
-                "cannot merge {} with {}: it is the same file, whose run would count twice",
-                path.display(),
-                first.display()
-            )));
+/// Waits, by the wall clock, until `at`; `false` if `stop` came first. A
+/// time already past starts at once (saying so: the runs it was to be
+/// synchronised with may have started already).
+async fn wait_for_start(at: SystemTime, stop: &CancellationToken) -> bool {
+    let wait = match at.duration_since(SystemTime::now()) {
+        Ok(wait) => wait,
+        Err(passed) => {
+            tracing::warn!(
+                start_at = %sockecho_measure::wallclock::format_rfc3339(at),
+                passed = %crate::duration::format(passed.duration()),
+                "the start time has passed: starting now"
+            );
+            return true;
         }
-        seen.push((file, path));
+    };
+    tracing::info!(
+        start_at = %sockecho_measure::wallclock::format_rfc3339(at),
+        wait = %crate::duration::format(wait),
+        "connected; waiting for the start time"
+    );
+    tokio::select! {
+        () = tokio::time::sleep(wait) => true,
+        () = stop.cancelled() => false,
     }
-    let mut reports = Vec::with_capacity(paths.len());
-    for path in paths {
-        let what = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::io(format!("cannot read {what}"), e))?;
-        reports.push(BenchReport::from_json(&text).map_err(|e| Error::invalid(&what, &e))?);
-    }
-    BenchReport::merge(&reports).map_err(|e| Error::invalid("cannot merge the reports", &e))
 }
 
 /// The io_uring drivers serve closed-loop TCP, Unix stream and UDP runs
@@ -548,6 +714,15 @@ fn validate(config: &BenchConfig) -> Result<(), Error> {
             "must be at least 1 byte",
         ));
     }
+    if config.greeting_line && config.endpoint.kind() == Kind::Datagram {
+        return Err(Error::setting(
+            Setting::GreetingLine,
+            format!(
+                "only stream connections are greeted; {} is a datagram endpoint",
+                config.endpoint
+            ),
+        ));
+    }
     if let Some(rate) = config.rate
         && !(rate.is_finite() && rate > 0.0)
     {
@@ -558,6 +733,23 @@ fn validate(config: &BenchConfig) -> Result<(), Error> {
     }
     if let Some(rate) = config.rate {
         interval_of(config.connections, rate)?;
+    }
+    if let Some(block) = &config.source {
+        source::validate(block, &config.endpoint)?;
+    }
+    if let Some(at) = config.start_at
+        && at
+            .duration_since(SystemTime::now())
+            .is_ok_and(|wait| wait > MAX_START_WAIT)
+    {
+        return Err(Error::setting(
+            Setting::StartAt,
+            format!(
+                "{} is more than a day away: a start time is for runs on many machines \
+                 to start together, minutes from now",
+                sockecho_measure::wallclock::format_rfc3339(at)
+            ),
+        ));
     }
     if config.endpoint.kind() == Kind::Datagram && config.timeout.is_zero() {
         return Err(Error::setting(
@@ -682,6 +874,7 @@ mod tests {
             halted: AtomicBool::new(false),
             halt: CancellationToken::new(),
             progress: Progress::new(),
+            intervals: None,
         }
     }
 

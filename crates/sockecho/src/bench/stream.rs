@@ -29,7 +29,7 @@ pub(super) const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_se
 pub(super) async fn drive(id: usize, mut stream: Stream, shared: &Shared) -> Tally {
     let mut tally = Tally::default();
     let mut buf = vec![0u8; (shared.message_size * shared.pipeline).clamp(4096, 65536)];
-    let mut pacer = shared.pacer(id).map(Ticker::new);
+    let mut pacer = shared.pacer(id).map(|p| Ticker::new(p, shared.window));
     let mut flow = match pacer {
         Some(_) => StreamFlow::open_loop(id, shared.message_size),
         None => StreamFlow::closed_loop(id, shared.message_size, shared.pipeline, Instant::now()),
@@ -47,12 +47,19 @@ pub(super) async fn drive(id: usize, mut stream: Stream, shared: &Shared) -> Tal
         loop {
             let mut progressed = false;
             if let Some(chunk) = flow.to_send(&shared.pattern) {
+                // Open loop: the raw latency is timed from the start of the
+                // write (on loopback the echo can be back before the
+                // write returns).
+                let writing = pacer.is_some().then(Instant::now);
                 match Pin::new(&mut stream).poll_write(cx, chunk) {
                     Poll::Ready(Ok(0)) => {
                         return Poll::Ready(Ending::Io(io::ErrorKind::WriteZero.into()));
                     }
                     Poll::Ready(Ok(n)) => {
-                        flow.sent(n);
+                        match writing {
+                            Some(at) => flow.sent_at(n, at),
+                            None => flow.sent(n),
+                        }
                         progressed = true;
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(Ending::Io(e)),
@@ -70,8 +77,10 @@ pub(super) async fn drive(id: usize, mut stream: Stream, shared: &Shared) -> Tal
                         )));
                     }
                     let now = Instant::now();
-                    let checked = flow.received(got, now, &shared.pattern, |sent| {
-                        record::complete(shared, sent, now);
+                    let measured = shared.window.contains(now);
+                    let checked = flow.received_timed(got, now, &shared.pattern, |due, wrote| {
+                        record::complete_timed(shared, due, wrote, now);
+                        tally.messages += u64::from(measured);
                     });
                     if let Err(diff) = checked {
                         return Poll::Ready(Ending::Mismatch(diff));
@@ -103,6 +112,9 @@ pub(super) async fn drive(id: usize, mut stream: Stream, shared: &Shared) -> Tal
         .await;
     }
     record::end(shared, &mut tally, id, ending, flow.unsolicited());
+    if let Some(pacer) = &pacer {
+        tally.behind.add(&pacer.behind);
+    }
     tally
 }
 
@@ -114,16 +126,26 @@ pub(super) async fn drive(id: usize, mut stream: Stream, shared: &Shared) -> Tal
 pub(super) const SCHEDULE_BUDGET: u64 = 4096;
 
 /// An open-loop schedule on tokio's timer: hands over each message's
-/// intended send time once it is due (see [`sockecho_flow::Pacer::due`]).
+/// intended send time once it is due (see [`sockecho_flow::Pacer::due`]),
+/// and keeps account of how late it did so.
 pub(super) struct Ticker {
     pacer: sockecho_flow::Pacer,
     sleep: Pin<Box<tokio::time::Sleep>>,
+    /// The measured window: lateness counts for messages due in it.
+    window: sockecho_flow::Window,
+    /// How far this connection fell behind its schedule in the window.
+    pub(super) behind: sockecho_flow::Behind,
 }
 
 impl Ticker {
-    pub(super) fn new(pacer: sockecho_flow::Pacer) -> Ticker {
+    pub(super) fn new(pacer: sockecho_flow::Pacer, window: sockecho_flow::Window) -> Ticker {
         let sleep = Box::pin(tokio::time::sleep_until(pacer.next().into()));
-        Ticker { pacer, sleep }
+        Ticker {
+            pacer,
+            sleep,
+            window,
+            behind: sockecho_flow::Behind::default(),
+        }
     }
 
     /// Hands the messages due now to `take` (which says `false` when it
@@ -145,10 +167,13 @@ impl Ticker {
         let now = Instant::now();
         let mut dropped = self.pacer.skip(now, room as u64);
         for _ in 0..SCHEDULE_BUDGET {
-            let Some(due) = self.pacer.due(now) else {
+            let Some((due, late)) = self.pacer.due_late(now) else {
                 self.arm(cx);
                 return dropped;
             };
+            if self.window.contains(now - late) {
+                self.behind.note(late);
+            }
             if !take(due) {
                 dropped += 1;
             }
@@ -224,6 +249,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn lateness_in_the_window_is_the_clients_own_and_counted() {
+        // A message every millisecond since 50 ms ago: the oldest are
+        // handed over late, by the client alone (nothing was sent yet).
+        let now = Instant::now();
+        let Some(start) = now.checked_sub(Duration::from_millis(50)) else {
+            return;
+        };
+        let window = sockecho_flow::Window {
+            start,
+            end: now + Duration::from_secs(1),
+        };
+        let pacer = sockecho_flow::Pacer::new(start, Duration::from_millis(1), 0, 1);
+        let mut ticker = Ticker::new(pacer, window);
+        let waker = Waker::from(Arc::new(Count(AtomicUsize::new(0))));
+        let mut cx = Context::from_waker(&waker);
+        ticker.poll_schedule(&mut cx, 1_000, |_| true);
+        let b = ticker.behind;
+        assert!(b.scheduled >= 50, "{b:?}");
+        assert!(b.late >= 45, "{b:?}");
+        assert!(b.max_late >= Duration::from_millis(45), "{b:?}");
+        // Messages due before the window (the warmup) are not counted.
+        let later = sockecho_flow::Window {
+            start: now + Duration::from_secs(1),
+            end: now + Duration::from_secs(2),
+        };
+        let pacer = sockecho_flow::Pacer::new(start, Duration::from_millis(1), 0, 1);
+        let mut ticker = Ticker::new(pacer, later);
+        ticker.poll_schedule(&mut cx, 1_000, |_| true);
+        assert_eq!(ticker.behind, sockecho_flow::Behind::default());
+    }
+
+    #[tokio::test]
     async fn a_poll_takes_a_bounded_batch_however_far_behind() {
         // A message every nanosecond, ten seconds behind: 1e10 due. Taken
         // one by one in a single poll, that poll would never end (the
@@ -233,12 +290,14 @@ mod tests {
             .checked_sub(Duration::from_secs(10))
             .unwrap_or(now - Duration::from_secs(1));
         let behind = now.duration_since(start).as_nanos() as u64;
-        let mut ticker = Ticker::new(sockecho_flow::Pacer::new(
+        let window = sockecho_flow::Window {
             start,
-            Duration::from_nanos(1),
-            0,
-            1,
-        ));
+            end: now + Duration::from_secs(1),
+        };
+        let mut ticker = Ticker::new(
+            sockecho_flow::Pacer::new(start, Duration::from_nanos(1), 0, 1),
+            window,
+        );
         let count = Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(count.clone());
         let mut cx = Context::from_waker(&waker);
@@ -249,6 +308,7 @@ mod tests {
             true
         });
         assert_eq!(taken, SCHEDULE_BUDGET);
+        assert_eq!(ticker.behind.scheduled, SCHEDULE_BUDGET);
         // Everything but the 100,000 kept was dropped in one step.
         assert!(dropped >= behind - 100_000, "{dropped}");
         // Still behind: the task is woken to come back at once.

@@ -115,6 +115,7 @@ fn run_ring(ring: &mut Ring, conns: &mut [Conn], shared: &Shared) -> io::Result<
     let mut grace_end = None;
     loop {
         let now = Instant::now();
+        record::tick(shared, now);
         if measuring && shared.over(now) {
             measuring = false;
             for c in conns.iter_mut().filter(|c| !c.finished) {
@@ -206,8 +207,10 @@ fn on_recv(conn: &mut Conn, result: i32, shared: &Shared) {
     }
     let now = Instant::now();
     let got = &conn.buf[..result as usize];
+    let measured = u64::from(shared.window.contains(now));
     if let Err(diff) = conn.flow.received(got, now, &shared.pattern, |sent| {
         record::complete(shared, sent, now);
+        conn.tally.messages += measured;
     }) {
         fail(conn, Ending::Mismatch(diff), shared);
     }

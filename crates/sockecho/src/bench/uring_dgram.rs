@@ -162,6 +162,7 @@ impl Driver<'_> {
         let mut teardown_end = None;
         loop {
             let now = Instant::now();
+            record::tick(shared, now);
             if measuring && shared.over(now) {
                 measuring = false;
                 for index in 0..flows.len() {
@@ -323,7 +324,7 @@ impl Driver<'_> {
             len,
         );
         let now = Instant::now();
-        if let Some(sent) = completed {
+        if let Some((sent, _)) = completed {
             record::complete(shared, sent, now);
         }
         self.fill(flows, index, now)

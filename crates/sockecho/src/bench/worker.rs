@@ -7,9 +7,10 @@
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sockecho_flow::Tally;
+use sockecho_measure::histogram::LatencyHistogram;
 
 use super::{Shared, ThreadResult, datagram, record, stream};
 use crate::endpoint::{Endpoint, Kind};
@@ -44,6 +45,12 @@ pub(super) struct Target {
     pub(super) uring: bool,
     /// Which thread of the run this is.
     pub(super) thread: usize,
+    /// The source addresses connections spread over (`--source`).
+    pub(super) sources: Option<super::source::Sources>,
+    /// Streams: a PROXY protocol header sent first on each connection.
+    pub(super) proxy: Option<crate::transport::proxy::ProxyClient>,
+    /// Streams: read each connection's greeting line (its backend) first.
+    pub(super) greeting_line: bool,
 }
 
 /// What a worker thread reports once its connections are made.
@@ -53,6 +60,10 @@ pub(super) struct Ready {
     pub(super) connected: usize,
     pub(super) errors: u64,
     pub(super) first_error: Option<Error>,
+    /// How long each connection that was made took to establish.
+    pub(super) connect_times: LatencyHistogram,
+    /// `greeting_line`: each connection's line, by connection.
+    pub(super) backends: Vec<(usize, String)>,
 }
 
 /// One bench thread: connects connections `ids`, waits for the common
@@ -75,6 +86,8 @@ pub(super) fn worker(
                 connected: 0,
                 errors: ids.len() as u64,
                 first_error: Some(Error::io("starting a bench runtime", e)),
+                connect_times: LatencyHistogram::new(),
+                backends: Vec::new(),
             });
             return;
         }
@@ -86,11 +99,13 @@ pub(super) fn worker(
     }
     drop(ready_tx);
     let Ok(shared) = go_rx.recv() else { return };
+    record::begin(target.thread);
     let tallies = if target.uring {
         drive_uring(conns, target.kind, &shared)
     } else {
         runtime.block_on(drive_tokio(conns, &shared))
     };
+    record::finish(&shared);
     let _ = done_tx.send((tallies, record::take_latencies()));
 }
 
@@ -101,19 +116,66 @@ async fn connect_all(ids: Vec<usize>, target: &Target) -> (Vec<(usize, Conn)>, R
         let endpoint = target.endpoint.clone();
         let tls = target.tls.clone();
         let kind = target.kind;
+        let from = target.sources.map(|s| s.for_connection(id));
+        let (proxy, greeting_line) = (target.proxy, target.greeting_line);
         connecting.spawn(async move {
-            let conn = match kind {
-                Kind::Stream => Stream::connect_with(
+            // Timed from here: the TLS handshake is part of connecting.
+            let began = Instant::now();
+            let conn = match (kind, from) {
+                // A PROXY header goes before any TLS handshake: connected
+                // plain, then both.
+                (Kind::Stream, Some(from)) if proxy.is_some() => {
+                    match super::source::connect_stream(&endpoint, from, CONNECT_TIMEOUT, None)
+                        .await
+                    {
+                        Ok(tcp) => {
+                            let (tls, proxy) = (tls.as_ref(), proxy.as_ref());
+                            Stream::after_connect(tcp, &endpoint, CONNECT_TIMEOUT, tls, proxy).await
+                        }
+                        Err(e) => Err(e),
+                    }
+                    .map(Conn::Stream)
+                }
+                (Kind::Stream, Some(from)) => {
+                    super::source::connect_stream(&endpoint, from, CONNECT_TIMEOUT, tls.as_ref())
+                        .await
+                        .map(Conn::Stream)
+                }
+                (Kind::Datagram, Some(from)) => super::source::connect_datagram(&endpoint, from)
+                    .await
+                    .map(Conn::Datagram),
+                (Kind::Stream, None) => Stream::connect_via(
                     &endpoint,
                     CONNECT_TIMEOUT,
                     &crate::trace::Tracer::disabled(),
                     tls.as_ref(),
+                    proxy.as_ref(),
                 )
                 .await
                 .map(Conn::Stream),
-                Kind::Datagram => Datagram::connect(&endpoint).await.map(Conn::Datagram),
+                (Kind::Datagram, None) => Datagram::connect(&endpoint).await.map(Conn::Datagram),
             };
-            (id, conn)
+            let took = began.elapsed();
+            // Which backend answered: the line it greets with, read before
+            // the clock starts (and not timed as connecting).
+            let (conn, backend) = match conn {
+                Ok(Conn::Stream(mut stream)) if greeting_line => {
+                    let line = tokio::time::timeout(CONNECT_TIMEOUT, stream.read_greeting_line())
+                        .await
+                        .unwrap_or_else(|_| {
+                            let wait = crate::duration::format(CONNECT_TIMEOUT);
+                            Err(std::io::Error::other(format!(
+                                "no greeting line within {wait}"
+                            )))
+                        });
+                    match line {
+                        Ok(line) => (Ok(Conn::Stream(stream)), Some(line)),
+                        Err(e) => (Err(Error::connect(&endpoint, e)), None),
+                    }
+                }
+                other => (other, None),
+            };
+            (id, conn, took, backend)
         });
     }
     let mut conns = Vec::new();
@@ -122,11 +184,19 @@ async fn connect_all(ids: Vec<usize>, target: &Target) -> (Vec<(usize, Conn)>, R
         connected: 0,
         errors: 0,
         first_error: None,
+        connect_times: LatencyHistogram::new(),
+        backends: Vec::new(),
     };
     while let Some(joined) = connecting.join_next().await {
         match joined {
-            Ok((id, Ok(conn))) => conns.push((id, conn)),
-            Ok((_, Err(e))) => {
+            Ok((id, Ok(conn), took, backend)) => {
+                ready.connect_times.record_duration(took);
+                conns.push((id, conn));
+                if let Some(line) = backend {
+                    ready.backends.push((id, line));
+                }
+            }
+            Ok((_, Err(e), _, _)) => {
                 ready.errors += 1;
                 ready.first_error.get_or_insert(e);
             }
@@ -139,6 +209,19 @@ async fn connect_all(ids: Vec<usize>, target: &Target) -> (Vec<(usize, Conn)>, R
 
 /// Drives every connection as a task of this thread's runtime.
 async fn drive_tokio(conns: Vec<(usize, Conn)>, shared: &Arc<Shared>) -> Vec<(usize, Tally)> {
+    // With intervals, a timer on this thread hands each one over at its
+    // end, even if no connection of the thread completes anything then.
+    let ticker = shared.intervals.as_ref().map(|intervals| {
+        let (shared, every) = (shared.clone(), intervals.every);
+        tokio::spawn(async move {
+            let mut next = shared.window.start;
+            while !shared.over(next) {
+                next += every;
+                tokio::time::sleep_until(next.into()).await;
+                record::tick(&shared, Instant::now());
+            }
+        })
+    });
     let mut tasks = tokio::task::JoinSet::new();
     let mut ids = HashMap::with_capacity(conns.len());
     for (id, conn) in conns {
@@ -152,7 +235,11 @@ async fn drive_tokio(conns: Vec<(usize, Conn)>, shared: &Arc<Shared>) -> Vec<(us
         });
         ids.insert(task.id(), id);
     }
-    collect(tasks, &ids, shared).await
+    let tallies = collect(tasks, &ids, shared).await;
+    if let Some(ticker) = ticker {
+        ticker.abort();
+    }
+    tallies
 }
 
 /// Every task's tally. A task that died (a panic in a driver) still

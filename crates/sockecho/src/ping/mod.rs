@@ -56,6 +56,13 @@ pub struct PingConfig {
     pub connect_only: bool,
     /// How a `tls://` server is verified.
     pub tls: crate::transport::tls::ClientTlsOptions,
+    /// Streams: each connection sends a PROXY protocol header first.
+    pub proxy: Option<crate::transport::proxy::ProxyClient>,
+    /// Streams: each connection first reads the server's greeting line
+    /// (`serve --greeting '{id}\n'`), which names the backend that
+    /// answered ([`PingEvent::Backend`], and with `connect_only` each
+    /// probe's [`PingEvent::Connected`]).
+    pub greeting_line: bool,
 }
 
 impl PingConfig {
@@ -69,6 +76,8 @@ impl PingConfig {
             timeout: DEFAULT_TIMEOUT,
             connect_only: false,
             tls: Default::default(),
+            proxy: None,
+            greeting_line: false,
         }
     }
 }
@@ -154,6 +163,15 @@ pub enum PingEvent<'a> {
         seq: u64,
         /// How long the handshake took.
         rtt: Duration,
+        /// With `greeting_line`: the line the server greeted with, which
+        /// names the backend that answered.
+        backend: Option<&'a str>,
+    },
+    /// With `greeting_line`, over a stream: the line the server greeted a
+    /// new connection with (the backend that answers the probes on it).
+    Backend {
+        /// The line, without its newline.
+        line: &'a str,
     },
     /// Probe `seq` could not connect (reconnecting over a stream, or
     /// `connect_only`).
@@ -220,6 +238,10 @@ pub struct PingSummary {
     pub time_ms: u64,
     /// Round-trip statistics over valid replies, microseconds.
     pub rtt_us: RttSummary,
+    /// With `greeting_line`: connections per greeting line (per backend);
+    /// left out of JSON when empty.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub backends: std::collections::BTreeMap<String, u64>,
 }
 
 impl PingSummary {
@@ -248,6 +270,15 @@ pub async fn run(
         return Err(Error::Config(format!(
             "probe size must be at least {HEADER_LEN} bytes (the header)"
         )));
+    }
+    if config.greeting_line && config.endpoint.kind() == Kind::Datagram {
+        return Err(Error::setting(
+            Setting::GreetingLine,
+            format!(
+                "only stream connections are greeted; {} is a datagram endpoint",
+                config.endpoint
+            ),
+        ));
     }
     let mut tally = tally::Tally::new(observer);
     if config.connect_only {

@@ -30,13 +30,27 @@ struct Connection {
 }
 
 impl Connection {
-    async fn open(config: &PingConfig) -> Result<Connection, Error> {
+    /// Connects (with a PROXY header first when asked), and with
+    /// `greeting_line` reads the server's greeting line: the connection,
+    /// and the line for the caller to report.
+    async fn open(config: &PingConfig) -> Result<(Connection, Option<String>), Error> {
         let tls = crate::transport::tls::client_for(&config.endpoint, &config.tls)?;
         let trace = crate::trace::Tracer::disabled();
-        let stream =
-            Stream::connect_with(&config.endpoint, config.timeout, &trace, tls.as_ref()).await?;
+        let mut stream = Stream::connect_via(
+            &config.endpoint,
+            config.timeout,
+            &trace,
+            tls.as_ref(),
+            config.proxy.as_ref(),
+        )
+        .await?;
+        let line = if config.greeting_line {
+            Some(greeting_line(&mut stream, config).await?)
+        } else {
+            None
+        };
         let (reader, writer) = tokio::io::split(stream);
-        Ok(Connection { reader, writer })
+        Ok((Connection { reader, writer }, line))
     }
 
     /// Sends `probe` and reads back exactly as many bytes.
@@ -66,9 +80,13 @@ pub(super) async fn run(
 ) -> Result<(), Error> {
     // Refused at the start is an error, not 100 % loss: the user most
     // likely has the wrong address.
-    let mut connection = Some(Connection::open(config).await?);
+    let (first, line) = Connection::open(config).await?;
+    let mut connection = Some(first);
     let size = config.size;
     let start = report.begin(PingEvent::Begin { size })?;
+    if let Some(line) = line {
+        report.backend(&line)?;
+    }
     // The two buffers of the run; nothing else is allocated per probe.
     let mut send = vec![0u8; size];
     let mut echo = vec![0u8; size];
@@ -79,7 +97,12 @@ pub(super) async fn run(
         let conn = match &mut connection {
             Some(conn) => conn,
             None => match Connection::open(config).await {
-                Ok(conn) => connection.insert(conn),
+                Ok((conn, line)) => {
+                    if let Some(line) = line {
+                        report.backend(&line)?;
+                    }
+                    connection.insert(conn)
+                }
                 Err(error) => {
                     report.emit(PingEvent::ConnectFailed { seq, error: &error })?;
                     seq += 1;
@@ -171,10 +194,19 @@ pub(super) async fn handshakes(
             result = attempt => result,
         };
         match result {
-            Ok(Ok(stream)) => {
+            Ok(Ok(mut stream)) => {
+                // The handshake alone is timed; the header and the greeting
+                // come after.
                 let rtt = began.elapsed();
+                let backend = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    backend = after_handshake(&mut stream, &target, config) => backend,
+                };
                 drop(stream);
-                report.connected(seq, rtt)?;
+                match backend {
+                    Ok(backend) => report.connected(seq, rtt, backend.as_deref())?,
+                    Err(error) => report.emit(PingEvent::ConnectFailed { seq, error: &error })?,
+                }
             }
             Ok(Err(error @ Error::Connect { .. })) if !matches!(&error, Error::Connect { source, .. } if source.kind() == io::ErrorKind::TimedOut) =>
             {
@@ -185,4 +217,37 @@ pub(super) async fn handshakes(
         seq += 1;
     }
     Ok(())
+}
+
+/// `--connect`: what follows a timed handshake: the PROXY header, when
+/// asked, and with `greeting_line` the line that names the backend.
+async fn after_handshake(
+    stream: &mut Stream,
+    target: &crate::endpoint::Endpoint,
+    config: &PingConfig,
+) -> Result<Option<String>, Error> {
+    if let Some(proxy) = &config.proxy {
+        tokio::time::timeout(
+            config.timeout,
+            crate::transport::proxy::send_header(stream, proxy),
+        )
+        .await
+        .unwrap_or_else(|_| Err(io::Error::from(io::ErrorKind::TimedOut)))
+        .map_err(|e| Error::connect(target, e))?;
+    }
+    if !config.greeting_line {
+        return Ok(None);
+    }
+    greeting_line(stream, config).await.map(Some)
+}
+
+/// The server's greeting line, within the probe timeout.
+async fn greeting_line(stream: &mut Stream, config: &PingConfig) -> Result<String, Error> {
+    tokio::time::timeout(config.timeout, stream.read_greeting_line())
+        .await
+        .unwrap_or_else(|_| {
+            let wait = crate::duration::format(config.timeout);
+            Err(io::Error::other(format!("no greeting line within {wait}")))
+        })
+        .map_err(|e| Error::connect(&config.endpoint, e))
 }

@@ -35,6 +35,8 @@ pub(super) struct Tally<'a, 'o> {
     unreachable: u64,
     /// Round-trip times of valid first echoes.
     rtt: RttStats,
+    /// Connections per greeting line (`greeting_line`).
+    backends: std::collections::BTreeMap<String, u64>,
 }
 
 /// How a valid echo stands against the others.
@@ -60,6 +62,7 @@ impl<'a, 'o> Tally<'a, 'o> {
             late: 0,
             unreachable: 0,
             rtt: RttStats::new(),
+            backends: std::collections::BTreeMap::new(),
         }
     }
 
@@ -145,12 +148,32 @@ impl<'a, 'o> Tally<'a, 'o> {
         self.emit(PingEvent::Unreachable)
     }
 
-    /// `connect_only`: a handshake completed in `rtt`.
-    pub(super) fn connected(&mut self, seq: u64, rtt: Duration) -> Result<(), Error> {
+    /// `connect_only`: a handshake completed in `rtt`, to the backend
+    /// that greeted with `backend`.
+    pub(super) fn connected(
+        &mut self,
+        seq: u64,
+        rtt: Duration,
+        backend: Option<&str>,
+    ) -> Result<(), Error> {
         self.received += 1;
         self.answered += 1;
         self.rtt.record(rtt);
-        self.emit(PingEvent::Connected { seq, rtt })
+        if let Some(line) = backend {
+            self.count_backend(line);
+        }
+        self.emit(PingEvent::Connected { seq, rtt, backend })
+    }
+
+    /// A new stream connection greeted with `line`.
+    pub(super) fn backend(&mut self, line: &str) -> Result<(), Error> {
+        self.count_backend(line);
+        self.emit(PingEvent::Backend { line })
+    }
+
+    fn count_backend(&mut self, line: &str) {
+        // Bounded by the connections made, one line each.
+        *self.backends.entry(line.to_owned()).or_default() += 1;
     }
 
     /// The summary of the run.
@@ -179,6 +202,7 @@ impl<'a, 'o> Tally<'a, 'o> {
             loss_percent: (loss.percent() * 1000.0).round() / 1000.0,
             time_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             rtt_us: self.rtt.summary(),
+            backends: self.backends,
         }
     }
 }

@@ -36,10 +36,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::traced::TracedStream;
-use super::{Context, TLS_HANDSHAKE_TIMEOUT};
+use super::{Context, PROXY_HEADER_TIMEOUT, ProxyProtocol, TLS_HANDSHAKE_TIMEOUT};
 use crate::endpoint::Endpoint;
+use crate::error::Setting;
+use crate::events::ConnectionFacts;
+use crate::guard::SourceSlot;
 use crate::guard::rate::LogThrottle;
+use crate::proxy::{Addresses, Command, Tlvs};
+use crate::service::greeting::{Placeholders, render};
 use crate::service::{Connection, Counts, ServiceStream};
+use crate::transport::tls::TlsFacts;
 use crate::transport::{Listener, Peer, Stream};
 
 /// The first wait after an accept fails for want of descriptors or memory,
@@ -172,8 +178,14 @@ pub(super) async fn accept_loop(listener: Listener, mut spare: Spare, ctx: Conte
             }
         };
         // Before any byte is read: the access list, the per-source and
-        // the overall limits.
-        let Some(admitted) = super::admit(&ctx, &peer) else {
+        // the overall limits. Behind a proxy only the overall one: the
+        // others are for the client the header names, once it is read.
+        let admitted = if ctx.config.proxy.is_some() {
+            super::admit_permit(&ctx, &peer).map(|permit| (SourceSlot::uncounted(), permit))
+        } else {
+            super::admit(&ctx, &peer)
+        };
+        let Some(admitted) = admitted else {
             trace.close(&peer, stream.tcp_fd());
             drop(stream);
             continue;
@@ -197,6 +209,22 @@ pub(super) async fn accept_loop(listener: Listener, mut spare: Spare, ctx: Conte
     }
 }
 
+/// Who a connection is from, as its events name it.
+struct Arrival {
+    /// The client: the socket's peer, or behind a proxy the client its
+    /// PROXY header names.
+    peer: Peer,
+    /// The proxy's own address, when a header came.
+    proxy: Option<String>,
+    /// The header's TLVs, when it had any.
+    tlvs: Option<Tlvs>,
+    /// The address the client connected to, when the header names it.
+    local: Option<String>,
+}
+
+/// Serves one accepted connection to its end: its PROXY header (with
+/// `proxy`), the access list for the client it names, its TLS handshake,
+/// its events and the service.
 pub(super) async fn serve_connection(
     mut stream: Stream,
     peer: Peer,
@@ -204,7 +232,50 @@ pub(super) async fn serve_connection(
     ctx: &Context,
 ) {
     let events = &ctx.events;
-    events.connection(&peer, endpoint);
+    let socket_peer = peer;
+    // Held for the connection's life: the client's place in the
+    // per-source count, once the header says who it is.
+    let mut _source = None;
+    let arrival = match &ctx.config.proxy {
+        None => Arrival {
+            peer: socket_peer.clone(),
+            proxy: None,
+            tlvs: None,
+            local: None,
+        },
+        Some(proxy) => {
+            let arrival = match proxied(&mut stream, &socket_peer, proxy, ctx).await {
+                Ok(arrival) => arrival,
+                Err((why, setting)) => {
+                    // Closed before any byte is echoed, with a reason.
+                    drop(stream);
+                    connection_closed();
+                    super::refused(ctx, &socket_peer, &why, setting);
+                    events.connection(&socket_peer, endpoint);
+                    events.closed(&socket_peer, endpoint, 0, 0, Some(&why));
+                    return;
+                }
+            };
+            // As a direct client's would have been at accept.
+            match super::admit_source(ctx, &arrival.peer) {
+                Some(slot) => _source = Some(slot),
+                None => {
+                    drop(stream);
+                    connection_closed();
+                    return;
+                }
+            }
+            arrival
+        }
+    };
+    let peer = &arrival.peer;
+    let proxy = arrival.proxy.as_deref();
+    let mut facts = ConnectionFacts {
+        proxy,
+        proxy_tlvs: arrival.tlvs.as_ref(),
+        tls: None,
+    };
+    let tls_facts: TlsFacts;
     if let (Endpoint::Tls(_), Some(tls)) = (endpoint, &ctx.tls) {
         let Stream::Tcp(tcp) = stream else {
             return;
@@ -219,26 +290,49 @@ pub(super) async fn serve_connection(
                 idle.min(TLS_HANDSHAKE_TIMEOUT)
             });
         let handshake = tokio::select! {
-            done = tokio::time::timeout(limit, tls.acceptor.accept(tcp)) => {
+            done = tokio::time::timeout(limit, tls.acceptor().accept(tcp)) => {
                 done.unwrap_or_else(|_| Err(std::io::Error::from(std::io::ErrorKind::TimedOut)))
             }
             _ = ctx.force.cancelled() => Err(std::io::Error::other("closed by shutdown")),
         };
         match handshake {
-            Ok(tls_stream) => stream = Stream::Tls(Box::new(tls_stream.into())),
+            Ok(tls_stream) => {
+                tls_facts = TlsFacts::of(tls_stream.get_ref().1);
+                facts.tls = Some(&tls_facts);
+                stream = Stream::Tls(Box::new(tls_stream.into()));
+            }
             Err(e) => {
                 // The connection is gone with the handshake.
                 connection_closed();
                 tracing::debug!(cause = %e, "TLS handshake failed");
                 let reason = format!("TLS handshake failed: {}", crate::error::reason(&e));
-                events.closed(&peer, endpoint, 0, 0, Some(&reason));
+                events.connection_with(peer, endpoint, &facts);
+                events.closed_via(peer, endpoint, 0, 0, Some(&reason), proxy);
                 return;
             }
         }
     }
+    events.connection_with(peer, endpoint, &facts);
     let trace = &ctx.trace;
     let tcp = stream.tcp_fd();
     let service = ctx.config.service.mode.service();
+    // `{peer}`, `{local}` and `{id}`, filled in for this connection (the
+    // greeting itself when it has none).
+    let greeting_template = &ctx.config.service.greeting;
+    let rendered = crate::service::greeting::is_template(greeting_template).then(|| {
+        let local = arrival
+            .local
+            .clone()
+            .or_else(|| stream.local_text())
+            .unwrap_or_else(|| endpoint.to_string());
+        let values = Placeholders {
+            id: ctx.config.service.id.as_deref().unwrap_or_default(),
+            peer: &peer.to_string(),
+            local: &local,
+        };
+        render(greeting_template, &values).into_owned()
+    });
+    let greeting: &[u8] = rendered.as_deref().unwrap_or(greeting_template);
     let mut counts = Counts::default();
     let result = tokio::select! {
         result = async {
@@ -246,7 +340,7 @@ pub(super) async fn serve_connection(
             // a wrapper, so the untraced service is exactly what it was.
             let mut traced;
             let stream: &mut dyn ServiceStream = if trace.is_enabled() {
-                traced = TracedStream::new(&mut stream, trace, &peer, tcp);
+                traced = TracedStream::new(&mut stream, trace, &socket_peer, tcp);
                 &mut traced
             } else {
                 &mut stream
@@ -254,16 +348,16 @@ pub(super) async fn serve_connection(
             service
                 .serve(Connection {
                     stream,
-                    greeting: &ctx.config.service.greeting,
+                    greeting,
                     idle: ctx.config.limits.idle_timeout,
                     counts: &mut counts,
                 })
                 .await
         } => result,
         _ = ctx.force.cancelled() => Err(std::io::Error::other("closed by shutdown")),
-        never = trace.sample_every(&peer, tcp), if trace.is_enabled() => match never {},
+        never = trace.sample_every(&socket_peer, tcp), if trace.is_enabled() => match never {},
     };
-    trace.close(&peer, tcp);
+    trace.close(&socket_peer, tcp);
     drop(stream);
     // Before the event: a backoff waiting for a descriptor ends.
     connection_closed();
@@ -274,13 +368,87 @@ pub(super) async fn serve_connection(
             Some(crate::error::reason(e))
         }
     };
-    events.closed(
-        &peer,
+    events.closed_via(
+        peer,
         endpoint,
         counts.bytes_in,
         counts.bytes_out,
         reason.as_deref(),
+        proxy,
     );
+}
+
+/// Reads a trusted proxy's PROXY header off `stream` (bounded by
+/// [`PROXY_HEADER_TIMEOUT`], or the idle timeout when shorter): who the
+/// connection is really from. `Err`: why it is refused, and the setting
+/// behind the refusal.
+async fn proxied(
+    stream: &mut Stream,
+    socket_peer: &Peer,
+    proxy: &ProxyProtocol,
+    ctx: &Context,
+) -> Result<Arrival, (String, Setting)> {
+    if !proxy.trusts(socket_peer) {
+        return Err((
+            "not a trusted proxy: only trusted proxies may send a PROXY protocol header".to_owned(),
+            Setting::ProxyFrom,
+        ));
+    }
+    let limit = ctx
+        .config
+        .limits
+        .idle_timeout
+        .map_or(PROXY_HEADER_TIMEOUT, |idle| idle.min(PROXY_HEADER_TIMEOUT));
+    let refused = |why: String| (why, Setting::ProxyProtocol);
+    let header = tokio::select! {
+        read = tokio::time::timeout(limit, crate::transport::proxy::read_header(stream)) => match read {
+            Ok(Ok(header)) => header,
+            Ok(Err(e)) => return Err(refused(e.to_string())),
+            Err(_) => return Err(refused(format!(
+                "no whole PROXY protocol header within {}",
+                crate::duration::format(limit)
+            ))),
+        },
+        _ = ctx.force.cancelled() => return Err(refused("closed by shutdown".to_owned())),
+    };
+    let tlvs = (!header.tlvs.is_empty()).then_some(header.tlvs);
+    let proxy = Some(socket_peer.to_string());
+    Ok(match (header.command, header.addresses) {
+        (
+            Command::Proxy,
+            Addresses::Ip {
+                source,
+                destination,
+            },
+        ) => Arrival {
+            peer: Peer::Ip(source),
+            proxy,
+            tlvs,
+            local: Some(destination.to_string()),
+        },
+        (
+            Command::Proxy,
+            Addresses::Unix {
+                source,
+                destination,
+            },
+        ) => Arrival {
+            peer: Peer::Unix {
+                addr: Some(String::from_utf8_lossy(&source).into_owned()),
+                pid: None,
+            },
+            proxy,
+            tlvs,
+            local: Some(format!("unix:{}", String::from_utf8_lossy(&destination))),
+        },
+        // LOCAL (a health check) or no addresses: the proxy itself.
+        _ => Arrival {
+            peer: socket_peer.clone(),
+            proxy,
+            tlvs,
+            local: None,
+        },
+    })
 }
 
 /// What a failed accept means for the loop.

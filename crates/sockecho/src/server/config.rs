@@ -5,8 +5,10 @@
 
 use std::time::Duration;
 
+use std::path::PathBuf;
+
 use crate::endpoint::Endpoint;
-use crate::guard::AccessList;
+use crate::guard::{AccessList, Cidr};
 use crate::service::Mode;
 use crate::transport::tls::ServerTlsOptions;
 
@@ -44,6 +46,11 @@ pub const INETD_DATAGRAM_IDLE: Duration = Duration::from_secs(10);
 /// idle timeout is shorter): a silent client must not hold a slot.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a connection may take to send its whole PROXY protocol header
+/// (less when the idle timeout is shorter). A proxy sends it at once, with
+/// the connection; a peer that trickles it must not hold a slot for long.
+pub const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Everything `serve` needs to know, free of any command-line type.
 #[derive(Debug, Clone, Default)]
 pub struct ServeConfig {
@@ -56,6 +63,15 @@ pub struct ServeConfig {
     /// Who is served: stream peers at accept, datagram sources per
     /// datagram; Unix-domain peers are not filtered.
     pub access: AccessList,
+    /// More blocks to serve, one a line (`#` comments), read at start and
+    /// again at each [`Reloader::reload`](super::Reloader::reload).
+    pub allow_file: Option<PathBuf>,
+    /// More blocks to refuse, read as `allow_file` is.
+    pub deny_file: Option<PathBuf>,
+    /// Stream connections begin with a PROXY protocol header from a
+    /// trusted proxy (`None`: no header is expected, and one would be
+    /// echoed like any bytes).
+    pub proxy: Option<ProxyProtocol>,
     /// Which datagrams get a reply at all (reflection and loop guards).
     pub udp_guard: UdpGuard,
     /// The certificate `tls://` endpoints present (none given: a
@@ -88,8 +104,12 @@ pub struct ServiceConfig {
     /// Echo, discard or chargen.
     pub mode: Mode,
     /// Sent to each stream connection before the service begins (never to
-    /// datagrams).
+    /// datagrams): a template whose `{id}`, `{peer}` and `{local}` are
+    /// filled in for each connection (`{{` and `}}` are literal braces;
+    /// see [`crate::service::greeting`]).
     pub greeting: Vec<u8>,
+    /// This server's name, for `{id}`; `None`: the host name.
+    pub id: Option<String>,
 }
 
 /// How much is served at once, and for how long.
@@ -193,6 +213,33 @@ impl Default for ListenConfig {
         ListenConfig {
             backlog: DEFAULT_BACKLOG,
             pause_accept: None,
+        }
+    }
+}
+
+/// PROXY protocol on stream endpoints: each connection begins with a
+/// header (version 1 or 2) that names the original client, and only
+/// trusted proxies may send one.
+#[derive(Debug, Clone, Default)]
+pub struct ProxyProtocol {
+    /// The proxies trusted to send a header; empty: loopback peers. Unix
+    /// socket peers are always trusted (the socket file's permissions say
+    /// who may connect).
+    pub trusted: Vec<Cidr>,
+}
+
+impl ProxyProtocol {
+    /// Whether `peer` may send a PROXY header.
+    pub fn trusts(&self, peer: &crate::transport::Peer) -> bool {
+        match peer {
+            crate::transport::Peer::Ip(addr) => {
+                if self.trusted.is_empty() {
+                    crate::guard::canonical(addr.ip()).is_loopback()
+                } else {
+                    self.trusted.iter().any(|c| c.contains(addr.ip()))
+                }
+            }
+            crate::transport::Peer::Unix { .. } => true,
         }
     }
 }

@@ -15,7 +15,7 @@ use super::Context;
 use crate::endpoint::Endpoint;
 use crate::guard::loops::{Verdict, fingerprint};
 use crate::guard::rate::LogThrottle;
-use crate::guard::{DatagramGuard, NoReply};
+use crate::guard::{AccessList, DatagramGuard, NoReply};
 use crate::transport::DatagramPeer;
 use crate::transport::datagram::BoundDatagram;
 
@@ -33,9 +33,10 @@ pub(super) async fn datagram_loop(bound: BoundDatagram, ctx: Context) {
     let mut guard = DatagramGuard::new(
         local_ip,
         ctx.config.udp_guard.allow_low_ports,
-        ctx.config.access.clone(),
+        AccessList::default(),
         ctx.config.udp_guard.rate,
     )
+    .with_shared_access(ctx.admission.access().clone())
     .with_own_ports(ctx.udp_ports.clone());
     // Dropped datagrams are logged at most once a second, with a count:
     // a flood of them must not become a flood of log lines.

@@ -42,6 +42,10 @@ pub enum Reason {
     Traced,
     /// The service is not plain echo.
     Service,
+    /// Each connection begins with a PROXY protocol header to read first.
+    ProxyProtocol,
+    /// The greeting is filled in for each connection.
+    Greeting,
     /// The kernel (or container) does not offer what io_uring needs.
     Unavailable,
 }
@@ -55,6 +59,8 @@ impl fmt::Display for Reason {
             Reason::Once => "serving once",
             Reason::Traced => "tracing",
             Reason::Service => "not plain echo",
+            Reason::ProxyProtocol => "PROXY protocol",
+            Reason::Greeting => "greeting placeholders",
             Reason::Unavailable => "io_uring unavailable here",
         })
     }
@@ -88,6 +94,10 @@ pub(super) fn choose(config: &ServeConfig, endpoint: &Endpoint, traced: bool) ->
         Reason::Traced
     } else if !config.service.mode.service().is_echo() {
         Reason::Service
+    } else if config.proxy.is_some() {
+        Reason::ProxyProtocol
+    } else if crate::service::greeting::is_template(&config.service.greeting) {
+        Reason::Greeting
     } else if !uring_available() {
         Reason::Unavailable
     } else {

@@ -13,6 +13,7 @@ mod accept;
 mod config;
 mod datagram;
 mod engine;
+mod reload;
 mod traced;
 #[cfg(target_os = "linux")]
 mod udp_batch;
@@ -22,9 +23,11 @@ mod uring;
 pub use config::{
     DEFAULT_BACKLOG, DEFAULT_DRAIN_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNS,
     DEFAULT_UDP_RATE, EngineConfig, EnginePreference, INETD_DATAGRAM_IDLE, Limits, ListenConfig,
-    RingReceive, ServeConfig, ServiceConfig, TLS_HANDSHAKE_TIMEOUT, UdpGuard,
+    PROXY_HEADER_TIMEOUT, ProxyProtocol, RingReceive, ServeConfig, ServiceConfig,
+    TLS_HANDSHAKE_TIMEOUT, UdpGuard,
 };
 pub use engine::{Engine, EngineChoice, Reason};
+pub use reload::Reloader;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -37,7 +40,7 @@ use tracing::Instrument;
 use crate::endpoint::{Endpoint, Kind};
 use crate::error::{Error, Setting};
 use crate::events::Events;
-use crate::guard::{Admission, SourceSlot};
+use crate::guard::{Admission, SharedAccess, SourceSlot};
 use crate::shutdown::Shutdown;
 use crate::trace::Tracer;
 use crate::transport::datagram::BoundDatagram;
@@ -83,6 +86,9 @@ pub struct Server {
     local: Vec<Endpoint>,
     /// What `tls://` endpoints present; `None` when there are none.
     tls: Option<ServerTls>,
+    /// The access list in force: the configuration's blocks and its
+    /// files', replaced when a reload reads the files again.
+    access: Arc<SharedAccess>,
     /// Tracing was on when the sockets were made (it keeps TCP off the
     /// io_uring engine, which has no per-connection trace).
     traced: bool,
@@ -134,7 +140,7 @@ impl Server {
         if config.endpoints.is_empty() {
             return Err(Error::Config("no endpoint to serve".to_owned()));
         }
-        validate(&config)?;
+        let (config, access) = prepare(config)?;
         let mut sockets = Vec::new();
         let mut local = Vec::new();
         for endpoint in &config.endpoints {
@@ -180,6 +186,7 @@ impl Server {
             sockets,
             local,
             tls,
+            access,
             traced: trace.is_enabled(),
         })
     }
@@ -195,7 +202,7 @@ impl Server {
         if fds.is_empty() {
             return Err(Error::Config("no socket handed over".to_owned()));
         }
-        validate(&config)?;
+        let (config, access) = prepare(config)?;
         let mut sockets = Vec::new();
         let mut local = Vec::new();
         for fd in fds {
@@ -219,8 +226,15 @@ impl Server {
             sockets,
             local,
             tls: None,
+            access,
             traced: false,
         })
+    }
+
+    /// What re-reads this server's files (access lists, TLS certificates)
+    /// while it serves: keep it, and call it when asked to (SIGHUP).
+    pub fn reloader(&self) -> Reloader {
+        Reloader::new(&self.config, self.access.clone(), self.tls.clone())
     }
 
     /// The endpoints as really bound (ephemeral ports filled in), in the
@@ -253,8 +267,8 @@ impl Server {
         let ctx = Context {
             udp_ports,
             permits: Arc::new(Semaphore::new(config.limits.max_conns)),
-            admission: Arc::new(Admission::new(
-                config.access.clone(),
+            admission: Arc::new(Admission::sharing(
+                self.access,
                 config.limits.max_conns_per_ip,
             )),
             config,
@@ -370,12 +384,31 @@ enum Task {
     Connection(Stream, Peer),
 }
 
-/// Settings whose values cannot work, found before any socket is made.
-fn validate(config: &ServeConfig) -> Result<(), Error> {
+/// Settings whose values cannot work, found before any socket is made;
+/// then the configuration as served (the server's name filled in) and its
+/// access list with the files' blocks.
+fn prepare(mut config: ServeConfig) -> Result<(ServeConfig, Arc<SharedAccess>), Error> {
     if config.limits.max_conns == 0 {
         return Err(Error::setting(Setting::MaxConns, "must be at least 1"));
     }
-    Ok(())
+    crate::service::greeting::check(&config.service.greeting)
+        .map_err(|why| Error::setting(Setting::Greeting, why))?;
+    if config.service.id.is_none() {
+        config.service.id = Some(host_name());
+    }
+    let access = reload::access_list(&config)?;
+    Ok((config, Arc::new(SharedAccess::new(access))))
+}
+
+/// This host's name (the kernel's, as `hostname` prints it), the server's
+/// default `{id}`; `localhost` where it cannot be read.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 /// A started server.
@@ -453,24 +486,36 @@ pub async fn open(config: ServeConfig, inetd: bool, trace: &Tracer) -> Result<Se
 /// connection limit); what is returned is held for the connection's life.
 /// `None`: close it now. Every refusal is counted in one throttled log.
 fn admit(ctx: &Context, peer: &Peer) -> Option<(SourceSlot, tokio::sync::OwnedSemaphorePermit)> {
-    let refused = |why: &dyn std::fmt::Display, setting: Setting| {
-        if let Some(refused) = ctx.admission.note_refusal(Instant::now()) {
-            let setting = setting.name();
-            tracing::warn!(%peer, refused, why = %why, setting, "connection refused");
-        }
-    };
-    let source = match peer {
+    let source = admit_source(ctx, peer)?;
+    let permit = admit_permit(ctx, peer)?;
+    Some((source, permit))
+}
+
+/// The access list and the per-source limit for `peer` (behind a proxy,
+/// the client its header names): its slot, held for the connection's
+/// life, or `None` (refused and logged).
+fn admit_source(ctx: &Context, peer: &Peer) -> Option<SourceSlot> {
+    match peer {
         Peer::Ip(addr) => match ctx.admission.admit(addr.ip()) {
-            Ok(slot) => slot,
+            Ok(slot) => Some(slot),
             Err(why) => {
-                refused(&why, why.setting());
-                return None;
+                refused(ctx, peer, &why, why.setting());
+                None
             }
         },
-        Peer::Unix { .. } => SourceSlot::uncounted(),
-    };
+        Peer::Unix { .. } => Some(SourceSlot::uncounted()),
+    }
+}
+
+/// One of `max_conns` permits for `peer`, or `None` (refused and logged).
+fn admit_permit(
+    ctx: &Context,
+    peer: &dyn std::fmt::Display,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
     let Ok(permit) = ctx.permits.clone().try_acquire_owned() else {
         refused(
+            ctx,
+            peer,
             &format_args!(
                 "too many open connections (the limit is {})",
                 ctx.config.limits.max_conns
@@ -479,5 +524,18 @@ fn admit(ctx: &Context, peer: &Peer) -> Option<(SourceSlot, tokio::sync::OwnedSe
         );
         return None;
     };
-    Some((source, permit))
+    Some(permit)
+}
+
+/// Counts a refused connection in the one throttled warning.
+fn refused(
+    ctx: &Context,
+    peer: &dyn std::fmt::Display,
+    why: &dyn std::fmt::Display,
+    setting: Setting,
+) {
+    if let Some(refused) = ctx.admission.note_refusal(Instant::now()) {
+        let setting = setting.name();
+        tracing::warn!(%peer, refused, why = %why, setting, "connection refused");
+    }
 }

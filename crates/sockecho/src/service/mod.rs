@@ -11,6 +11,7 @@
 //! echo ([`Service::is_echo`]).
 
 mod classic;
+pub mod greeting;
 mod idle;
 
 pub use classic::{Chargen, Discard, Echo};

@@ -6,9 +6,12 @@
 //! - [`datagram`]: UDP and Unix datagram sockets as one [`Datagram`].
 //! - [`tls`]: rustls configuration for `tls://` endpoints (the handshake
 //!   turns a TCP [`Stream`] into a TLS one).
+//! - [`proxy`]: PROXY protocol headers read off accepted streams and sent
+//!   by clients.
 
 pub mod datagram;
 pub mod inherit;
+pub mod proxy;
 pub mod stream;
 pub mod tls;
 

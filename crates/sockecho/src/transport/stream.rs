@@ -24,6 +24,10 @@ use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::trace::Tracer;
 
+/// The longest greeting line a client reads to name the backend that
+/// answered (bench's and ping's `greeting_line`), its `\n` included.
+pub const GREETING_LINE_MAX: usize = 1024;
+
 /// A connected byte stream over any stream transport.
 #[derive(Debug)]
 pub enum Stream {
@@ -85,7 +89,39 @@ impl Stream {
         trace: &Tracer,
         tls: Option<&super::tls::ClientTls>,
     ) -> Result<Stream, Error> {
+        Stream::connect_via(endpoint, timeout, trace, tls, None).await
+    }
+
+    /// [`connect_with`](Stream::connect_with), sending a PROXY protocol
+    /// header first when `proxy` says so: right after the connection is
+    /// made, before the TLS handshake, as a load balancer would.
+    pub async fn connect_via(
+        endpoint: &Endpoint,
+        timeout: Duration,
+        trace: &Tracer,
+        tls: Option<&super::tls::ClientTls>,
+        proxy: Option<&super::proxy::ProxyClient>,
+    ) -> Result<Stream, Error> {
         let stream = Stream::connect_traced(endpoint, timeout, trace).await?;
+        Stream::after_connect(stream, endpoint, timeout, tls, proxy).await
+    }
+
+    /// What follows a connect to `endpoint`: the PROXY header, when
+    /// `proxy` says so, then for `tls://` the TLS handshake, each bounded
+    /// by `timeout`.
+    pub(crate) async fn after_connect(
+        mut stream: Stream,
+        endpoint: &Endpoint,
+        timeout: Duration,
+        tls: Option<&super::tls::ClientTls>,
+        proxy: Option<&super::proxy::ProxyClient>,
+    ) -> Result<Stream, Error> {
+        if let Some(proxy) = proxy {
+            tokio::time::timeout(timeout, super::proxy::send_header(&mut stream, proxy))
+                .await
+                .unwrap_or_else(|_| Err(io::Error::from(io::ErrorKind::TimedOut)))
+                .map_err(|e| Error::connect(endpoint, e))?;
+        }
         let (hp, tcp) = match (endpoint, stream) {
             (Endpoint::Tls(hp), Stream::Tcp(tcp)) => (hp, tcp),
             (_, stream) => return Ok(stream),
@@ -103,12 +139,13 @@ impl Stream {
             .await
             .unwrap_or_else(|_| Err(io::Error::from(io::ErrorKind::TimedOut)))
             .map_err(|e| {
-                let unverified = e.to_string().contains("certificate");
-                let mut err = Error::connect(endpoint, e);
-                if let (true, Error::Connect { hint, .. }) = (unverified, &mut err) {
-                    *hint = Some(crate::error::Hint::UntrustedCertificate);
+                let (reason, hint) = super::tls::handshake_failure(&e);
+                Error::Connect {
+                    endpoint: endpoint.to_string(),
+                    reason,
+                    hint,
+                    source: e,
                 }
-                err
             })?;
         Ok(Stream::Tls(Box::new(handshake.into())))
     }
@@ -222,6 +259,54 @@ impl Stream {
                 "a TLS stream cannot leave its TLS layer",
             )),
         }
+    }
+
+    /// Reads the one line a server greets with (`serve --greeting
+    /// '{id}\n'`: which backend answered), through its `\n` and not a byte
+    /// further, so the echo that follows is read whole. Returns it without
+    /// its line end (`\n` or `\r\n`). A byte at a time: once per
+    /// connection, and nothing after the line may be taken. No `\n` within
+    /// [`GREETING_LINE_MAX`] bytes, or the end of the stream before it, is
+    /// an error.
+    pub async fn read_greeting_line(&mut self) -> io::Result<String> {
+        use tokio::io::AsyncReadExt;
+        let mut line = Vec::new();
+        loop {
+            let byte = match self.read_u8().await {
+                Ok(byte) => byte,
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the server closed before a whole greeting line came",
+                    ));
+                }
+                Err(e) => return Err(e),
+            };
+            if byte == b'\n' {
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                return Ok(String::from_utf8_lossy(&line).into_owned());
+            }
+            if line.len() + 1 == GREETING_LINE_MAX {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("the greeting line is longer than {GREETING_LINE_MAX} bytes"),
+                ));
+            }
+            line.push(byte);
+        }
+    }
+
+    /// The local address of an IP connection (`127.0.0.1:7000`); `None`
+    /// for a Unix one.
+    pub fn local_text(&self) -> Option<String> {
+        let addr = match self {
+            Stream::Tcp(s) => s.local_addr(),
+            Stream::Tls(s) => s.get_ref().0.local_addr(),
+            Stream::Unix(_) => return None,
+        };
+        addr.ok().map(|a| a.to_string())
     }
 
     /// The descriptor of a TCP connection, for tracing to ask the kernel
