@@ -11,7 +11,7 @@
 //! that never ends (CVE-1999-0103), and a spoofed source aims every reply at
 //! a victim. So by default no reply goes to a source port below 1024, nor to
 //! the server's own address, and replies to each source address are rate
-//! limited ([`rate`]).
+//! limited (`guard::rate`).
 
 pub(crate) mod loops;
 pub(crate) mod rate;

@@ -40,7 +40,7 @@
 //! Start reading at [`endpoint`] (the address syntax every subcommand
 //! shares), then `transport` (one stream type and one datagram type over
 //! every socket family), then [`server`], [`service`] and [`client`]; the
-//! load tools are [`ping`] and [`bench`], over the flow cores of
+//! load tools are [`ping`] and [`bench`](mod@bench), over the flow cores of
 //! `sockecho-flow`, measuring into [`measure`] (`sockecho-measure`).
 //!
 //! This crate knows nothing of terminals, flags or exit codes: errors name

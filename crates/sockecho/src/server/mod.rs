@@ -193,7 +193,7 @@ impl Server {
 
     /// A server for sockets handed over instead of bound: by systemd
     /// socket activation, or by inetd on standard input (see
-    /// [`crate::transport::inherit`]). `config.endpoints` is ignored.
+    /// `transport::inherit`). `config.endpoints` is ignored.
     pub async fn adopt(
         config: ServeConfig,
         fds: Vec<std::os::fd::OwnedFd>,
