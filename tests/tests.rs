@@ -28,3 +28,4 @@ mod serve;
 mod tls;
 mod trace;
 mod udp_batch;
+mod web;

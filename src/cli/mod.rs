@@ -65,6 +65,7 @@ pub fn flag_of(setting: Setting) -> &'static str {
         Setting::StartAt => "--start-at",
         Setting::Source => "--source",
         Setting::FindRate => "--find-rate",
+        Setting::Metrics => "--metrics",
         _ => "an option",
     }
 }
@@ -92,7 +93,12 @@ Endpoints (the default is the lesson's tcp://127.0.0.1:9999):
   unix:PATH           Unix stream socket at PATH
   unix:@NAME          Unix stream socket NAME in Linux's abstract namespace
   unix-dgram:PATH     Unix datagram socket at PATH
-  unix-dgram:@NAME    Unix datagram socket NAME in the abstract namespace";
+  unix-dgram:@NAME    Unix datagram socket NAME in the abstract namespace
+  http://HOST:PORT    HTTP: serve reflects each request as JSON (PORT: 80 if left out)
+  https://HOST:PORT   HTTP over TLS, HTTP/2 by ALPN (PORT: 443 if left out)
+  ws://HOST:PORT      WebSocket: clients send messages; serve: as http://
+  wss://HOST:PORT     WebSocket over TLS; serve: as https://
+  ws://HOST:PORT/PATH after http(s):// and ws(s)://, the path a client asks for";
 
 /// Echo server and client for TCP, UDP and Unix sockets over IPv4 and IPv6.
 ///
@@ -446,6 +452,30 @@ pub struct ServeArgs {
     #[arg(long)]
     pub once: bool,
 
+    /// Serve GET /metrics in the Prometheus text format on HOST:PORT (port
+    /// 0: any free port); the URL follows the listen ok lines as `metrics
+    /// ok URL`.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_metrics)]
+    pub metrics: Option<Endpoint>,
+
+    /// http://: the largest request body reflected, in bytes; a larger one
+    /// is answered 413.
+    #[arg(long, value_name = "BYTES", default_value_t = sockecho::service::http::DEFAULT_MAX_BODY as u64,
+          value_parser = clap::value_parser!(u64).range(0..=1 << 30))]
+    pub max_body: u64,
+
+    /// ws://: the largest WebSocket message (or frame) echoed, in bytes; a
+    /// larger one closes the connection with code 1009.
+    #[arg(long, value_name = "BYTES", default_value_t = sockecho::service::http::DEFAULT_MAX_MESSAGE as u64,
+          value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
+    pub max_message: u64,
+
+    /// http://: how long a begun request head may take to arrive whole,
+    /// and then its body (past it: 408 Request Timeout). Default: 10s for
+    /// the head, 30s for the body.
+    #[arg(long, value_name = "DURATION", value_parser = parse_interval)]
+    pub request_timeout: Option<Span>,
+
     /// Listen backlog: connections the kernel queues before accept (the
     /// lesson used 5; the kernel caps it at net.core.somaxconn).
     #[arg(long, value_name = "N", default_value_t = server::DEFAULT_BACKLOG)]
@@ -703,6 +733,17 @@ pub struct ConnectArgs {
     pub json: bool,
 }
 
+/// `--metrics HOST:PORT` (or `tcp://HOST:PORT`): a TCP address.
+fn parse_metrics(text: &str) -> Result<Endpoint, String> {
+    match text.parse::<Endpoint>() {
+        Ok(endpoint @ Endpoint::Tcp(_)) => Ok(endpoint),
+        Ok(other) => Err(format!(
+            "'{other}' is not a TCP address: the metrics are served over HTTP on HOST:PORT (127.0.0.1:9100)"
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// A duration a timer can tick at: more than zero.
 fn parse_interval(text: &str) -> Result<Span, String> {
     match sockecho::duration::parse(text) {
@@ -772,6 +813,17 @@ impl ServeArgs {
                     .map(String::into_bytes)
                     .unwrap_or_default(),
                 id: self.id.clone(),
+                http: sockecho::service::HttpLimits {
+                    max_body: usize::try_from(self.max_body).unwrap_or(usize::MAX),
+                    max_message: usize::try_from(self.max_message).unwrap_or(usize::MAX),
+                    head_timeout: self
+                        .request_timeout
+                        .map_or(sockecho::service::http::DEFAULT_HEAD_TIMEOUT, |t| t.0),
+                    body_timeout: self
+                        .request_timeout
+                        .map_or(sockecho::service::http::DEFAULT_BODY_TIMEOUT, |t| t.0),
+                    ..Default::default()
+                },
             },
             limits: server::Limits {
                 max_conns: usize::try_from(self.max_conns).unwrap_or(usize::MAX),
@@ -821,6 +873,7 @@ impl ServeArgs {
             },
             once: self.once,
             exit_when_idle: None,
+            metrics: self.metrics.clone(),
         }
     }
 }

@@ -53,6 +53,7 @@ fn why(reason: Reason) -> &'static str {
         Reason::ProxyProtocol => "--proxy-protocol",
         Reason::Greeting => "--greeting placeholders",
         Reason::NotPlainTcp => "not plain TCP",
+        Reason::Http => "HTTP and WebSocket",
         Reason::Unavailable => "io_uring unavailable here",
         Reason::Available => "io_uring available",
     }

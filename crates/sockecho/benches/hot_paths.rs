@@ -63,6 +63,7 @@ fn echo_loop(c: &mut Criterion) {
                         greeting: b"",
                         idle: None,
                         counts: &mut counts,
+                        about: Default::default(),
                     };
                     Echo.serve(connection).await
                 });

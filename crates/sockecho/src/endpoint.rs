@@ -7,6 +7,8 @@
 //! | `tcp://HOST:PORT`, `udp://HOST:PORT`, `tls://HOST:PORT` | TCP, UDP, TLS over TCP |
 //! | `unix:PATH`, `unix:@NAME` | Unix stream socket at PATH, or in Linux's abstract namespace |
 //! | `unix-dgram:PATH`, `unix-dgram:@NAME` | Unix datagram socket |
+//! | `http://HOST:PORT[/PATH]`, `https://...` | HTTP over TCP, or over TLS: the request reflected as JSON |
+//! | `ws://HOST:PORT[/PATH]`, `wss://...` | WebSocket over TCP, or over TLS (on `serve`, the same as `http://`, `https://`) |
 //! | `[fe80::1%eth0]:PORT` | after any IP scheme too: a link-local address and its zone |
 //!
 //! [`Endpoint`]'s `Display` writes the canonical form (`tcp://[::1]:7000`),
@@ -26,14 +28,30 @@ mod hint;
 pub const DEFAULT: &str = "tcp://127.0.0.1:9999";
 
 /// Every scheme an endpoint may start with: `tcp`, `udp` and `tls` before
-/// `://HOST:PORT`, `unix` and `unix-dgram` before `:PATH` or `:@NAME`.
-/// Help texts that list the forms are tested against it.
-pub const SCHEMES: [&str; 5] = ["tcp", "udp", "tls", "unix", "unix-dgram"];
+/// `://HOST:PORT`, `unix` and `unix-dgram` before `:PATH` or `:@NAME`,
+/// `http`, `https`, `ws` and `wss` before `://HOST:PORT[/PATH]`. Help
+/// texts that list the forms are tested against it.
+pub const SCHEMES: [&str; 9] = [
+    "tcp",
+    "udp",
+    "tls",
+    "unix",
+    "unix-dgram",
+    "http",
+    "https",
+    "ws",
+    "wss",
+];
+
+/// The longest `/PATH` an `http://` or `ws://` endpoint takes: far more
+/// than any route, short enough to print in a line.
+pub const MAX_PATH: usize = 2048;
 
 /// Shown with every parse error, so a user sees at once what would work.
 const EXAMPLES: &str = "e.g. 9999, 127.0.0.1:9999, [::1]:9999, udp://127.0.0.1:9999, \
                         tls://127.0.0.1:9999, unix:/tmp/echo.sock, unix:@echo, \
-                        unix-dgram:/tmp/echo.dgram";
+                        unix-dgram:/tmp/echo.dgram, http://127.0.0.1:9999, \
+                        ws://127.0.0.1:9999/echo";
 
 /// Where a socket lives: transport plus address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -48,6 +66,35 @@ pub enum Endpoint {
     Unix(UnixAddr),
     /// A Unix-domain datagram socket.
     UnixDgram(UnixAddr),
+    /// HTTP/1.1 over TCP: `serve` reflects each request as JSON (and
+    /// accepts WebSocket upgrades).
+    Http(WebAddr),
+    /// HTTP over TLS (HTTP/2 where ALPN settles on it).
+    Https(WebAddr),
+    /// WebSocket over TCP: clients speak WebSocket; on `serve` the same as
+    /// [`Endpoint::Http`].
+    Ws(WebAddr),
+    /// WebSocket over TLS; on `serve` the same as [`Endpoint::Https`].
+    Wss(WebAddr),
+}
+
+/// Where an HTTP or WebSocket endpoint is: host, port and the path a
+/// client asks for (`serve` answers every path).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WebAddr {
+    /// The host and port (80 for `http`/`ws`, 443 for `https`/`wss` when
+    /// the text gives none, as in a URL).
+    pub at: HostPort,
+    /// `/PATH`, with any `?query`, as written; `None` when the text has
+    /// none (a client then asks for `/`).
+    pub path: Option<String>,
+}
+
+impl WebAddr {
+    /// The request target a client sends: the path, or `/`.
+    pub fn target(&self) -> &str {
+        self.path.as_deref().unwrap_or("/")
+    }
 }
 
 /// Whether an endpoint carries a byte stream or datagrams: the two shapes
@@ -147,9 +194,57 @@ impl Endpoint {
     /// Stream or datagram.
     pub fn kind(&self) -> Kind {
         match self {
-            Endpoint::Tcp(_) | Endpoint::Tls(_) | Endpoint::Unix(_) => Kind::Stream,
+            Endpoint::Tcp(_)
+            | Endpoint::Tls(_)
+            | Endpoint::Unix(_)
+            | Endpoint::Http(_)
+            | Endpoint::Https(_)
+            | Endpoint::Ws(_)
+            | Endpoint::Wss(_) => Kind::Stream,
             Endpoint::Udp(_) | Endpoint::UnixDgram(_) => Kind::Datagram,
         }
+    }
+
+    /// Whether the connection runs TLS first (`tls`, `https`, `wss`).
+    pub fn is_tls(&self) -> bool {
+        matches!(
+            self,
+            Endpoint::Tls(_) | Endpoint::Https(_) | Endpoint::Wss(_)
+        )
+    }
+
+    /// The HTTP or WebSocket address, for `http`, `https`, `ws` and `wss`
+    /// endpoints (the application-layer echo).
+    pub fn web(&self) -> Option<&WebAddr> {
+        match self {
+            Endpoint::Http(web) | Endpoint::Https(web) | Endpoint::Ws(web) | Endpoint::Wss(web) => {
+                Some(web)
+            }
+            _ => None,
+        }
+    }
+
+    /// Why a client that measures echoes (`ping`, `bench`) cannot drive
+    /// this endpoint: `http://` and `https://` answer requests with JSON,
+    /// not with the bytes sent. `None` for every other endpoint.
+    pub fn not_measurable(&self) -> Option<String> {
+        let (web, ws) = match self {
+            Endpoint::Http(web) => (web, "ws"),
+            Endpoint::Https(web) => (web, "wss"),
+            _ => return None,
+        };
+        Some(format!(
+            "{self} answers HTTP requests with JSON, not with what was sent: \
+             echoes are measured over WebSocket ({ws}://{}{}) or raw bytes (tcp://{})",
+            web.at,
+            web.path.as_deref().unwrap_or(""),
+            web.at
+        ))
+    }
+
+    /// Whether clients speak WebSocket to it (`ws`, `wss`).
+    pub fn is_websocket(&self) -> bool {
+        matches!(self, Endpoint::Ws(_) | Endpoint::Wss(_))
     }
 
     /// The scheme as written in the canonical form (`tcp`, `unix-dgram`...).
@@ -160,6 +255,10 @@ impl Endpoint {
             Endpoint::Tls(_) => "tls",
             Endpoint::Unix(_) => "unix",
             Endpoint::UnixDgram(_) => "unix-dgram",
+            Endpoint::Http(_) => "http",
+            Endpoint::Https(_) => "https",
+            Endpoint::Ws(_) => "ws",
+            Endpoint::Wss(_) => "wss",
         }
     }
 
@@ -167,6 +266,9 @@ impl Endpoint {
     pub fn host_port(&self) -> Option<&HostPort> {
         match self {
             Endpoint::Tcp(hp) | Endpoint::Udp(hp) | Endpoint::Tls(hp) => Some(hp),
+            Endpoint::Http(web) | Endpoint::Https(web) | Endpoint::Ws(web) | Endpoint::Wss(web) => {
+                Some(&web.at)
+            }
             Endpoint::Unix(_) | Endpoint::UnixDgram(_) => None,
         }
     }
@@ -189,9 +291,17 @@ impl Endpoint {
             host,
             port: addr.port(),
         };
+        let web = |web: &WebAddr| WebAddr {
+            at: hp.clone(),
+            path: web.path.clone(),
+        };
         match self {
             Endpoint::Udp(_) => Endpoint::Udp(hp),
             Endpoint::Tls(_) => Endpoint::Tls(hp),
+            Endpoint::Http(w) => Endpoint::Http(web(w)),
+            Endpoint::Https(w) => Endpoint::Https(web(w)),
+            Endpoint::Ws(w) => Endpoint::Ws(web(w)),
+            Endpoint::Wss(w) => Endpoint::Wss(web(w)),
             _ => Endpoint::Tcp(hp),
         }
     }
@@ -284,6 +394,15 @@ fn parse(text: &str) -> Result<Endpoint, ParseEndpointError> {
         return Ok(Endpoint::Unix(parse_unix(text, rest)?));
     }
     if let Some((scheme, rest)) = text.split_once("://") {
+        if let Some(default_port) = web_default_port(scheme) {
+            let web = parse_web(text, rest, default_port)?;
+            return Ok(match scheme {
+                "http" => Endpoint::Http(web),
+                "https" => Endpoint::Https(web),
+                "ws" => Endpoint::Ws(web),
+                _ => Endpoint::Wss(web),
+            });
+        }
         let hp = parse_host_port(text, rest)?;
         return match scheme {
             "tcp" => Ok(Endpoint::Tcp(hp)),
@@ -309,6 +428,58 @@ fn parse(text: &str) -> Result<Endpoint, ParseEndpointError> {
         return Err(fail(&why));
     }
     Ok(Endpoint::Tcp(parse_host_port(text, text)?))
+}
+
+/// The port a web scheme means when none is written (as in a URL), or
+/// `None` for the other schemes.
+fn web_default_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "http" | "ws" => Some(80),
+        "https" | "wss" => Some(443),
+        _ => None,
+    }
+}
+
+/// `HOST[:PORT][/PATH]` of a web endpoint. The path is kept as written:
+/// visible ASCII (a URL's characters, `%` escapes included), no `#`
+/// fragment (never sent to a server), at most [`MAX_PATH`] bytes.
+fn parse_web(text: &str, rest: &str, default_port: u16) -> Result<WebAddr, ParseEndpointError> {
+    let fail = |why: &str| ParseEndpointError::new(text, why);
+    // A host or an IPv6 literal (zone included) never holds a `/`.
+    let (authority, path) = match rest.find('/') {
+        Some(at) => (&rest[..at], Some(&rest[at..])),
+        None => (rest, None),
+    };
+    if let Some(path) = path {
+        if path.len() > MAX_PATH {
+            return Err(fail(&format!("path longer than {MAX_PATH} bytes")));
+        }
+        if let Some(bad) = path.chars().find(|c| !c.is_ascii_graphic() || *c == '#') {
+            return Err(fail(&format!(
+                "{} in the path (a URL path is visible ASCII, %-escaped, without a #fragment)",
+                match bad {
+                    '#' => "'#'".to_owned(),
+                    c => format!("{c:?}"),
+                }
+            )));
+        }
+    }
+    // No port: the scheme's, as in a URL (`ws://example.com/chat`).
+    let has_port = match authority.strip_prefix('[') {
+        Some(bracketed) => bracketed
+            .split_once(']')
+            .is_some_and(|(_, after)| !after.is_empty()),
+        None => authority.contains(':'),
+    };
+    let at = if has_port || authority.is_empty() {
+        parse_host_port(text, authority)?
+    } else {
+        parse_host_port(text, &format!("{authority}:{default_port}"))?
+    };
+    Ok(WebAddr {
+        at,
+        path: path.map(str::to_owned),
+    })
 }
 
 fn parse_unix(text: &str, rest: &str) -> Result<UnixAddr, ParseEndpointError> {
@@ -498,6 +669,15 @@ impl fmt::Display for Endpoint {
             Endpoint::Unix(addr) | Endpoint::UnixDgram(addr) => {
                 write!(f, "{}:{addr}", self.scheme())
             }
+            Endpoint::Http(web) | Endpoint::Https(web) | Endpoint::Ws(web) | Endpoint::Wss(web) => {
+                write!(
+                    f,
+                    "{}://{}{}",
+                    self.scheme(),
+                    web.at,
+                    web.path.as_deref().unwrap_or("")
+                )
+            }
         }
     }
 }
@@ -536,6 +716,15 @@ mod tests {
             ("unix://@echo", "unix:@echo"),
             ("unix-dgram:/tmp/e.dgram", "unix-dgram:/tmp/e.dgram"),
             ("unix-dgram:@echo", "unix-dgram:@echo"),
+            ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+            ("http://localhost", "http://localhost:80"),
+            (
+                "https://example.com/a/b?c=d&e=%20f",
+                "https://example.com:443/a/b?c=d&e=%20f",
+            ),
+            ("ws://[::1]:7/echo", "ws://[::1]:7/echo"),
+            ("wss://[fe80::1%25eth0]/", "wss://[fe80::1%eth0]:443/"),
+            ("ws://127.0.0.1:0", "ws://127.0.0.1:0"),
         ] {
             assert_eq!(parse(text).to_string(), canonical, "{text}");
         }
@@ -548,6 +737,13 @@ mod tests {
         assert_eq!(parse("unix-dgram:/x").kind(), Kind::Datagram);
         assert_eq!(parse("unix:@x").kind(), Kind::Stream);
         assert_eq!(parse("tls://[::1]:1").kind(), Kind::Stream);
+        assert_eq!(parse("wss://[::1]:1").kind(), Kind::Stream);
+        assert!(parse("https://h:1").is_tls() && !parse("ws://h:1").is_tls());
+        assert_eq!(parse("ws://h:1").web().map(WebAddr::target), Some("/"));
+        assert_eq!(
+            parse("ws://h:1/x?y").web().map(WebAddr::target),
+            Some("/x?y")
+        );
     }
 
     #[test]
@@ -580,6 +776,14 @@ mod tests {
             "UDP://127.0.0.1:7",
             "unix://tmp/x",
             "unix-dgram://x",
+            "http://",
+            "http:///x",
+            "http://127.0.0.1:99999/",
+            "ws://::1/x",
+            "ws://h:1/a b",
+            "ws://h:1/a#frag",
+            "https://h:x/",
+            "http:127.0.0.1:80",
         ] {
             let err = bad.parse::<Endpoint>().expect_err(bad);
             let msg = err.to_string();
@@ -602,10 +806,6 @@ mod tests {
         // And a scheme the parser takes is listed: the schemes other tools
         // and the application-echo forms use, tried as both shapes.
         for scheme in [
-            "http",
-            "https",
-            "ws",
-            "wss",
             "sctp",
             "quic",
             "dtls",
@@ -668,6 +868,25 @@ mod tests {
             let endpoint: Endpoint = text.parse().unwrap();
             prop_assert_eq!(endpoint.to_string(), text.clone());
             prop_assert_eq!(endpoint.to_string().parse::<Endpoint>().unwrap(), endpoint);
+        }
+
+        #[test]
+        fn web_round_trips(
+            scheme in prop::sample::select(vec!["http", "https", "ws", "wss"]),
+            host in prop::sample::select(vec!["127.0.0.1", "[::1]", "localhost", "[fe80::1%eth0]"]),
+            port in proptest::option::of(any::<u16>()),
+            path in proptest::option::of("/[!-~&&[^#]]{0,40}"),
+        ) {
+            let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+            let text = format!("{scheme}://{host}{port}{}", path.as_deref().unwrap_or(""));
+            let endpoint: Endpoint = text.parse().unwrap();
+            prop_assert_eq!(endpoint.scheme(), scheme);
+            prop_assert_eq!(endpoint.web().unwrap().path.as_deref(), path.as_deref());
+            let canonical = endpoint.to_string();
+            prop_assert_eq!(canonical.parse::<Endpoint>().unwrap(), endpoint);
+            if !port.is_empty() && !host.contains('%') {
+                prop_assert_eq!(canonical, text);
+            }
         }
 
         #[test]

@@ -69,6 +69,8 @@ pub enum Setting {
     /// `bench::FindRate::target`: the latency a rate search must meet, and
     /// the search's bounds.
     FindRate,
+    /// `ServeConfig::metrics`: where the scrape endpoint listens.
+    Metrics,
 }
 
 impl Setting {
@@ -99,11 +101,12 @@ impl Setting {
             Setting::StartAt => "start_at",
             Setting::Source => "source",
             Setting::FindRate => "find_rate",
+            Setting::Metrics => "metrics",
         }
     }
 
     /// Every setting, for a caller that maps names to its own words.
-    pub const ALL: [Setting; 24] = [
+    pub const ALL: [Setting; 25] = [
         Setting::MaxConns,
         Setting::TlsKeyPair,
         Setting::Pipeline,
@@ -128,6 +131,7 @@ impl Setting {
         Setting::StartAt,
         Setting::Source,
         Setting::FindRate,
+        Setting::Metrics,
     ];
 }
 

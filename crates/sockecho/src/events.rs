@@ -130,6 +130,9 @@ struct Record<'a> {
     reason: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     fingerprint: Option<String>,
+    /// HTTP requests served on the connection (`http://` endpoints).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    requests: Option<u64>,
 }
 
 impl Events {
@@ -189,6 +192,24 @@ impl Events {
         self.inner
             .as_ref()
             .map_or(0, |sink| sink.out.finish(within))
+    }
+
+    /// Event lines dropped so far because standard output was not being
+    /// read (0 for sinks that never drop).
+    pub fn dropped_total(&self) -> u64 {
+        match self.inner.as_deref().map(|sink| &sink.out) {
+            Some(Out::Queue(outbox)) => outbox.dropped_total(),
+            _ => 0,
+        }
+    }
+
+    /// `serve --metrics` serves its scrapes at `url`
+    /// (`http://127.0.0.1:9100/metrics`): after the `listen ok` lines,
+    /// never dropped.
+    pub fn metrics(&self, url: &str) {
+        let mut record = Record::new_at("metrics", url.to_owned());
+        record.endpoint = url.to_owned();
+        self.emit(false, record, || format!("metrics ok {url}"));
     }
 
     /// The endpoint is bound and accepting traffic.
@@ -254,7 +275,25 @@ impl Events {
         reason: Option<&str>,
         proxy: Option<&str>,
     ) {
+        self.closed_counted(peer, endpoint, bytes_in, bytes_out, None, reason, proxy);
+    }
+
+    /// [`closed_via`](Events::closed_via) for a connection that served
+    /// `requests` HTTP requests (its JSON event says how many; the text
+    /// line is the contract's as ever).
+    #[allow(clippy::too_many_arguments)]
+    pub fn closed_counted(
+        &self,
+        peer: &dyn std::fmt::Display,
+        endpoint: &Endpoint,
+        bytes_in: u64,
+        bytes_out: u64,
+        requests: Option<u64>,
+        reason: Option<&str>,
+        proxy: Option<&str>,
+    ) {
         let mut record = Record::new("closed", endpoint);
+        record.requests = requests;
         record.peer = Some(peer.to_string());
         record.proxy = proxy;
         record.bytes_in = Some(bytes_in);
@@ -296,9 +335,14 @@ pub(crate) fn dropped_json(count: u64) -> String {
 
 impl<'a> Record<'a> {
     fn new(event: &'a str, endpoint: &Endpoint) -> Record<'a> {
+        Record::new_at(event, endpoint.to_string())
+    }
+
+    fn new_at(event: &'a str, endpoint: String) -> Record<'a> {
         Record {
             event,
-            endpoint: endpoint.to_string(),
+            endpoint,
+            requests: None,
             peer: None,
             proxy: None,
             proxy_tlvs: None,
@@ -367,6 +411,9 @@ struct Shared {
     state: Mutex<State>,
     /// The writer waits here for lines, or for the end.
     wake: Condvar,
+    /// Lines dropped since the start, for `serve --metrics` (read without
+    /// the lock).
+    dropped_total: std::sync::atomic::AtomicU64,
     /// [`Outbox::finish`] waits here for the writer to be done.
     done: Condvar,
     capacity: usize,
@@ -414,6 +461,7 @@ impl Outbox {
             // holds no buffer of thousands of lines.
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
+            dropped_total: std::sync::atomic::AtomicU64::new(0),
             done: Condvar::new(),
             capacity,
         });
@@ -436,6 +484,13 @@ impl Outbox {
         }
     }
 
+    /// Lines dropped since the start (a full queue).
+    pub(crate) fn dropped_total(&self) -> u64 {
+        self.shared
+            .dropped_total
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Queues `line` (newline included). A full queue drops it and counts
     /// it, unless `keep`: then it is queued whatever the length.
     pub(crate) fn push(&self, line: String, keep: bool) {
@@ -445,6 +500,9 @@ impl Outbox {
         }
         if !keep && state.queue.len() >= self.shared.capacity {
             state.dropped += 1;
+            self.shared
+                .dropped_total
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return;
         }
         let was_empty = state.queue.is_empty();

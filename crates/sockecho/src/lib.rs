@@ -61,6 +61,7 @@ pub mod endpoint;
 pub mod error;
 pub mod events;
 pub mod guard;
+pub mod metrics;
 pub mod ping;
 pub mod proxy;
 pub mod server;

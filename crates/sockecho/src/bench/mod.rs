@@ -389,6 +389,7 @@ pub async fn run_observed(
             sources,
             proxy: config.proxy,
             greeting_line: config.greeting_line,
+            message_size: config.message_size,
         };
         let ready_tx = ready_tx.clone();
         let (go_tx, go_rx) = std::sync::mpsc::channel::<Arc<Shared>>();
@@ -696,6 +697,9 @@ fn uring_suits(config: &BenchConfig) -> bool {
 }
 
 fn validate(config: &BenchConfig) -> Result<(), Error> {
+    if let Some(why) = config.endpoint.not_measurable() {
+        return Err(Error::Config(why));
+    }
     if config.connections == 0 {
         return Err(Error::setting(Setting::Connections, "must be at least 1"));
     }

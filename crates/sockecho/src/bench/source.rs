@@ -132,19 +132,17 @@ async fn addresses(endpoint: &Endpoint, from: IpAddr) -> io::Result<Vec<SocketAd
     Ok(addrs)
 }
 
-/// A stream connection to `endpoint` from source address `from` (any
-/// port), each attempt bounded by `timeout`; for `tls://`, then the
-/// handshake with `tls`.
+/// A TCP connection to `endpoint` from source address `from` (any port),
+/// each attempt bounded by `timeout`: plain, for
+/// [`Stream::after_connect`] to add what the endpoint asks for.
 pub(super) async fn connect_stream(
     endpoint: &Endpoint,
     from: IpAddr,
     timeout: Duration,
-    tls: Option<&crate::transport::tls::ClientTls>,
 ) -> Result<Stream, Error> {
     let named = format!("{endpoint} from {from}");
     let fail = |e: io::Error| Error::connect(&named, e);
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
-    let mut tcp = None;
     for addr in addresses(endpoint, from).await.map_err(fail)? {
         let socket = match addr {
             SocketAddr::V4(_) => TcpSocket::new_v4(),
@@ -156,33 +154,13 @@ pub(super) async fn connect_stream(
         match tokio::time::timeout(timeout, socket.connect(addr)).await {
             Ok(Ok(stream)) => {
                 stream.set_nodelay(true).map_err(fail)?;
-                tcp = Some(stream);
-                break;
+                return Ok(Stream::Tcp(stream));
             }
             Ok(Err(e)) => last = e,
             Err(_) => last = io::ErrorKind::TimedOut.into(),
         }
     }
-    let Some(tcp) = tcp else {
-        return Err(fail(last));
-    };
-    let (Endpoint::Tls(hp), Some(tls)) = (endpoint, tls) else {
-        return Ok(Stream::Tcp(tcp));
-    };
-    let host = hp.host.to_string();
-    let handshake = tokio::time::timeout(timeout, tls.handshake(&host, tcp))
-        .await
-        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
-        .map_err(|e| {
-            let (reason, hint) = crate::transport::tls::handshake_failure(&e);
-            Error::Connect {
-                endpoint: named.clone(),
-                reason,
-                hint,
-                source: e,
-            }
-        })?;
-    Ok(Stream::Tls(Box::new(handshake.into())))
+    Err(fail(last))
 }
 
 /// Asks the kernel to choose `socket`'s port at `connect` rather than at

@@ -49,6 +49,8 @@ pub(super) struct Target {
     pub(super) sources: Option<super::source::Sources>,
     /// Streams: a PROXY protocol header sent first on each connection.
     pub(super) proxy: Option<crate::transport::proxy::ProxyClient>,
+    /// Bytes per message (over WebSocket, one binary message each).
+    pub(super) message_size: usize,
     /// Streams: read each connection's greeting line (its backend) first.
     pub(super) greeting_line: bool,
 }
@@ -118,16 +120,15 @@ async fn connect_all(ids: Vec<usize>, target: &Target) -> (Vec<(usize, Conn)>, R
         let kind = target.kind;
         let from = target.sources.map(|s| s.for_connection(id));
         let (proxy, greeting_line) = (target.proxy, target.greeting_line);
+        let message_size = target.message_size;
         connecting.spawn(async move {
             // Timed from here: the TLS handshake is part of connecting.
             let began = Instant::now();
             let conn = match (kind, from) {
-                // A PROXY header goes before any TLS handshake: connected
-                // plain, then both.
-                (Kind::Stream, Some(from)) if proxy.is_some() => {
-                    match super::source::connect_stream(&endpoint, from, CONNECT_TIMEOUT, None)
-                        .await
-                    {
+                // Connected plain from the source address, then the PROXY
+                // header (before any TLS handshake), TLS and WebSocket.
+                (Kind::Stream, Some(from)) => {
+                    match super::source::connect_stream(&endpoint, from, CONNECT_TIMEOUT).await {
                         Ok(tcp) => {
                             let (tls, proxy) = (tls.as_ref(), proxy.as_ref());
                             Stream::after_connect(tcp, &endpoint, CONNECT_TIMEOUT, tls, proxy).await
@@ -135,11 +136,6 @@ async fn connect_all(ids: Vec<usize>, target: &Target) -> (Vec<(usize, Conn)>, R
                         Err(e) => Err(e),
                     }
                     .map(Conn::Stream)
-                }
-                (Kind::Stream, Some(from)) => {
-                    super::source::connect_stream(&endpoint, from, CONNECT_TIMEOUT, tls.as_ref())
-                        .await
-                        .map(Conn::Stream)
                 }
                 (Kind::Datagram, Some(from)) => super::source::connect_datagram(&endpoint, from)
                     .await
@@ -156,6 +152,14 @@ async fn connect_all(ids: Vec<usize>, target: &Target) -> (Vec<(usize, Conn)>, R
                 (Kind::Datagram, None) => Datagram::connect(&endpoint).await.map(Conn::Datagram),
             };
             let took = began.elapsed();
+            // Over WebSocket, each message is one binary message.
+            let conn = conn.map(|conn| match conn {
+                Conn::Stream(mut stream) => {
+                    stream.frame_messages(message_size);
+                    Conn::Stream(stream)
+                }
+                other => other,
+            });
             // Which backend answered: the line it greets with, read before
             // the clock starts (and not timed as connecting).
             let (conn, backend) = match conn {

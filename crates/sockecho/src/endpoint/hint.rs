@@ -9,7 +9,7 @@ use std::net::Ipv6Addr;
 use super::SCHEMES;
 
 /// Schemes followed by `://HOST:PORT`; the others take `:PATH` or `:@NAME`.
-const IP_SCHEMES: [&str; 3] = ["tcp", "udp", "tls"];
+const IP_SCHEMES: [&str; 7] = ["tcp", "udp", "tls", "http", "https", "ws", "wss"];
 
 /// What other tools call our schemes (socat's `TCP4:`, `OPENSSL:`,
 /// `UNIX-CONNECT:`; `unixgram` in systemd and Python), and our name.

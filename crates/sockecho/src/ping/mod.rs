@@ -271,6 +271,9 @@ pub async fn run(
             "probe size must be at least {HEADER_LEN} bytes (the header)"
         )));
     }
+    if let Some(why) = config.endpoint.not_measurable() {
+        return Err(Error::Config(why));
+    }
     if config.greeting_line && config.endpoint.kind() == Kind::Datagram {
         return Err(Error::setting(
             Setting::GreetingLine,

@@ -44,6 +44,8 @@ impl Connection {
             config.proxy.as_ref(),
         )
         .await?;
+        // Over WebSocket, each probe is one binary message.
+        stream.frame_messages(config.size);
         let line = if config.greeting_line {
             Some(greeting_line(&mut stream, config).await?)
         } else {

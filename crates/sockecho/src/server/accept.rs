@@ -73,6 +73,7 @@ pub(super) const SHED_BUDGET: usize = 64;
 /// is what it will stay at from then on).
 pub(super) async fn accept_loop(listener: Listener, mut spare: Spare, ctx: Context) {
     let endpoint = listener.local_endpoint().clone();
+    let meter = ctx.meter(&endpoint);
     let mut backoff = Duration::ZERO;
     let mut retries = 0;
     let mut log = AcceptLog::new();
@@ -181,9 +182,10 @@ pub(super) async fn accept_loop(listener: Listener, mut spare: Spare, ctx: Conte
         // the overall limits. Behind a proxy only the overall one: the
         // others are for the client the header names, once it is read.
         let admitted = if ctx.config.proxy.is_some() {
-            super::admit_permit(&ctx, &peer).map(|permit| (SourceSlot::uncounted(), permit))
+            super::admit_permit(&ctx, &peer, meter.as_deref())
+                .map(|permit| (SourceSlot::uncounted(), permit))
         } else {
-            super::admit(&ctx, &peer)
+            super::admit(&ctx, &peer, meter.as_deref())
         };
         let Some(admitted) = admitted else {
             trace.close(&peer, stream.tcp_fd());
@@ -196,9 +198,10 @@ pub(super) async fn accept_loop(listener: Listener, mut spare: Spare, ctx: Conte
         let span = tracing::info_span!("conn", %peer);
         let task_ctx = ctx.clone();
         let task_endpoint = endpoint.clone();
+        let task_meter = meter.clone();
         ctx.tracker.spawn(
             async move {
-                serve_connection(stream, peer, &task_endpoint, &task_ctx).await;
+                serve_connection(stream, peer, &task_endpoint, &task_ctx, task_meter).await;
                 drop(admitted);
             }
             .instrument(span),
@@ -224,12 +227,13 @@ struct Arrival {
 
 /// Serves one accepted connection to its end: its PROXY header (with
 /// `proxy`), the access list for the client it names, its TLS handshake,
-/// its events and the service.
+/// its events and the service (counted in `meter` with `--metrics`).
 pub(super) async fn serve_connection(
     mut stream: Stream,
     peer: Peer,
     endpoint: &Endpoint,
     ctx: &Context,
+    meter: Option<std::sync::Arc<crate::metrics::Meter>>,
 ) {
     let events = &ctx.events;
     let socket_peer = peer;
@@ -250,14 +254,19 @@ pub(super) async fn serve_connection(
                     // Closed before any byte is echoed, with a reason.
                     drop(stream);
                     connection_closed();
-                    super::refused(ctx, &socket_peer, &why, setting);
+                    let reason = if setting == Setting::ProxyFrom {
+                        crate::metrics::Refused::ProxyUntrusted
+                    } else {
+                        crate::metrics::Refused::ProxyHeader
+                    };
+                    super::refused(ctx, &socket_peer, &why, setting, meter.as_deref(), reason);
                     events.connection(&socket_peer, endpoint);
                     events.closed(&socket_peer, endpoint, 0, 0, Some(&why));
                     return;
                 }
             };
             // As a direct client's would have been at accept.
-            match super::admit_source(ctx, &arrival.peer) {
+            match super::admit_source(ctx, &arrival.peer, meter.as_deref()) {
                 Some(slot) => _source = Some(slot),
                 None => {
                     drop(stream);
@@ -275,8 +284,11 @@ pub(super) async fn serve_connection(
         proxy_tlvs: arrival.tlvs.as_ref(),
         tls: None,
     };
+    // Open from here to the end of this function, for `--metrics`.
+    let _open = super::metered::Open::new(meter.clone());
+    let web = endpoint.web().is_some();
     let tls_facts: TlsFacts;
-    if let (Endpoint::Tls(_), Some(tls)) = (endpoint, &ctx.tls) {
+    if let (true, Some(tls)) = (endpoint.is_tls(), &ctx.tls) {
         let Stream::Tcp(tcp) = stream else {
             return;
         };
@@ -289,8 +301,14 @@ pub(super) async fn serve_connection(
             .map_or(TLS_HANDSHAKE_TIMEOUT, |idle| {
                 idle.min(TLS_HANDSHAKE_TIMEOUT)
             });
+        // https:// and wss:// offer HTTP/2 and HTTP/1.1 by ALPN.
+        let acceptor = if web {
+            tls.web_acceptor()
+        } else {
+            tls.acceptor()
+        };
         let handshake = tokio::select! {
-            done = tokio::time::timeout(limit, tls.acceptor().accept(tcp)) => {
+            done = tokio::time::timeout(limit, acceptor.accept(tcp)) => {
                 done.unwrap_or_else(|_| Err(std::io::Error::from(std::io::ErrorKind::TimedOut)))
             }
             _ = ctx.force.cancelled() => Err(std::io::Error::other("closed by shutdown")),
@@ -315,16 +333,31 @@ pub(super) async fn serve_connection(
     events.connection_with(peer, endpoint, &facts);
     let trace = &ctx.trace;
     let tcp = stream.tcp_fd();
-    let service = ctx.config.service.mode.service();
-    // `{peer}`, `{local}` and `{id}`, filled in for this connection (the
-    // greeting itself when it has none).
-    let greeting_template = &ctx.config.service.greeting;
-    let rendered = crate::service::greeting::is_template(greeting_template).then(|| {
-        let local = arrival
+    let service = crate::service::for_endpoint(ctx.config.service.mode, endpoint, &ctx.http);
+    // HTTP answers what it is asked, and is never greeted: a greeting
+    // would be read as a malformed answer.
+    let greeting_template: &[u8] = if web {
+        b""
+    } else {
+        &ctx.config.service.greeting
+    };
+    let local_text = || {
+        arrival
             .local
             .clone()
             .or_else(|| stream.local_text())
-            .unwrap_or_else(|| endpoint.to_string());
+            .unwrap_or_else(|| endpoint.to_string())
+    };
+    // What the HTTP reflection tells of the connection.
+    let (peer_text, local) = if web {
+        (peer.to_string(), Some(local_text()))
+    } else {
+        (String::new(), None)
+    };
+    // `{peer}`, `{local}` and `{id}`, filled in for this connection (the
+    // greeting itself when it has none).
+    let rendered = crate::service::greeting::is_template(greeting_template).then(|| {
+        let local = local_text();
         let values = Placeholders {
             id: ctx.config.service.id.as_deref().unwrap_or_default(),
             peer: &peer.to_string(),
@@ -345,12 +378,27 @@ pub(super) async fn serve_connection(
             } else {
                 &mut stream
             };
+            let mut metered;
+            let stream: &mut dyn ServiceStream = match meter.as_deref() {
+                Some(meter) => {
+                    metered = super::metered::Metered::new(stream, meter);
+                    &mut metered
+                }
+                None => stream,
+            };
             service
                 .serve(Connection {
                     stream,
                     greeting,
                     idle: ctx.config.limits.idle_timeout,
                     counts: &mut counts,
+                    about: crate::service::About {
+                        endpoint: Some(endpoint),
+                        peer: &peer_text,
+                        local: local.as_deref(),
+                        facts,
+                        meter: meter.as_ref(),
+                    },
                 })
                 .await
         } => result,
@@ -368,11 +416,12 @@ pub(super) async fn serve_connection(
             Some(crate::error::reason(e))
         }
     };
-    events.closed_via(
+    events.closed_counted(
         peer,
         endpoint,
         counts.bytes_in,
         counts.bytes_out,
+        counts.requests,
         reason.as_deref(),
         proxy,
     );

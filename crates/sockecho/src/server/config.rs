@@ -86,6 +86,9 @@ pub struct ServeConfig {
     /// Exit once no datagram came for this long (inetd `wait` services,
     /// which inetd restarts with the next datagram).
     pub exit_when_idle: Option<Duration>,
+    /// Serve `GET /metrics` (the Prometheus text format) on this `tcp://`
+    /// address; `None`: count nothing.
+    pub metrics: Option<Endpoint>,
 }
 
 impl ServeConfig {
@@ -110,6 +113,8 @@ pub struct ServiceConfig {
     pub greeting: Vec<u8>,
     /// This server's name, for `{id}`; `None`: the host name.
     pub id: Option<String>,
+    /// What `http://` and `ws://` endpoints' connections may hold and take.
+    pub http: crate::service::HttpLimits,
 }
 
 /// How much is served at once, and for how long.

@@ -16,6 +16,7 @@ use crate::endpoint::Endpoint;
 use crate::guard::loops::{Verdict, fingerprint};
 use crate::guard::rate::LogThrottle;
 use crate::guard::{AccessList, DatagramGuard, NoReply};
+use crate::metrics::DatagramTally;
 use crate::transport::DatagramPeer;
 use crate::transport::datagram::BoundDatagram;
 
@@ -41,6 +42,8 @@ pub(super) async fn datagram_loop(bound: BoundDatagram, ctx: Context) {
     // Dropped datagrams are logged at most once a second, with a count:
     // a flood of them must not become a flood of log lines.
     let mut drops = LogThrottle::new();
+    // --metrics: what this socket counts.
+    let meter = ctx.meter(&bound.local);
     #[cfg(target_os = "linux")]
     if matches!(bound.socket, crate::transport::Datagram::Udp(_)) {
         let max = bound.socket.max_datagram();
@@ -61,7 +64,7 @@ pub(super) async fn datagram_loop(bound: BoundDatagram, ctx: Context) {
             let (udp, ctx) = (udp.clone(), ctx.clone());
             move || {
                 let _span = span.entered();
-                batched::udp_thread(&udp, max, &ctx, &mut guard, &mut drops);
+                batched::udp_thread(&udp, max, &ctx, &mut guard, &mut drops, meter.as_deref());
             }
         });
         tokio::pin!(thread);
@@ -115,24 +118,46 @@ pub(super) async fn datagram_loop(bound: BoundDatagram, ctx: Context) {
                 continue;
             }
         };
-        if !admitted(&mut guard, &mut drops, &peer, None, Instant::now()) {
+        // One datagram at a time: counted as it goes (this loop serves
+        // Unix datagram sockets, and UDP off Linux).
+        let mut tally = DatagramTally {
+            received: 1,
+            bytes_in: n as u64,
+            ..DatagramTally::default()
+        };
+        let count = |tally: &DatagramTally| {
+            if let Some(meter) = &meter {
+                meter.datagrams(tally);
+            }
+        };
+        if let Err(why) = admitted(&mut guard, &mut drops, &peer, None, Instant::now()) {
+            tally.drop(why);
+            count(&tally);
             continue;
         }
         let wall = wall_clock();
         if let DatagramPeer::Ip(addr) = peer
             && !answers_no_loop(&mut guard, &mut drops, addr, &buf[..n], wall, wall)
         {
+            tally.drop(NoReply::Loop);
+            count(&tally);
             continue;
         }
         let Some(len) = ctx.config.service.mode.service().reply(&mut buf, n) else {
+            count(&tally);
             continue;
         };
         if let DatagramPeer::Ip(addr) = peer {
             guard.replied(addr, fingerprint(&buf[..len]), wall_clock());
         }
-        if let Err(e) = socket.send_to(&buf[..len], &peer).await {
-            tracing::debug!(%peer, cause = %e, "reply failed");
+        match socket.send_to(&buf[..len], &peer).await {
+            Ok(_) => {
+                tally.answered = 1;
+                tally.bytes_out = len as u64;
+            }
+            Err(e) => tracing::debug!(%peer, cause = %e, "reply failed"),
         }
+        count(&tally);
         if ctx.config.once {
             ctx.accepting.cancel();
             return;
@@ -141,25 +166,21 @@ pub(super) async fn datagram_loop(bound: BoundDatagram, ctx: Context) {
 }
 
 /// Whether the guard lets `peer` have a reply (`dst`: where the datagram
-/// arrived, when known); drops are logged at most once a second, with
-/// their count.
+/// arrived, when known), or why not; drops are logged at most once a
+/// second, with their count.
 fn admitted(
     guard: &mut DatagramGuard,
     drops: &mut LogThrottle,
     peer: &DatagramPeer,
     dst: Option<std::net::IpAddr>,
     now: Instant,
-) -> bool {
-    match guard.check_at(peer, dst, now) {
-        Ok(()) => true,
-        Err(why) => {
-            if let Some(dropped) = drops.hit(now) {
-                let setting = why.setting().map(|s| s.name());
-                tracing::warn!(%peer, why = %why, dropped, setting, "datagrams dropped, no reply");
-            }
-            false
+) -> Result<(), NoReply> {
+    guard.check_at(peer, dst, now).inspect_err(|why| {
+        if let Some(dropped) = drops.hit(now) {
+            let setting = why.setting().map(|s| s.name());
+            tracing::warn!(%peer, why = %why, dropped, setting, "datagrams dropped, no reply");
         }
-    }
+    })
 }
 
 /// Whether a datagram of `bytes` from `peer`, which reached the socket at
@@ -225,8 +246,12 @@ mod batched {
     use std::time::{Duration, Instant};
 
     use super::super::udp_batch::{self, Batch, Plan, Reply};
-    use super::{Context, DatagramGuard, LogThrottle, admitted, answers_no_loop, wall_clock};
+    use super::{
+        Context, DatagramGuard, DatagramTally, LogThrottle, NoReply, admitted, answers_no_loop,
+        wall_clock,
+    };
     use crate::guard::loops::fingerprint;
+    use crate::metrics::Meter;
     use crate::transport::DatagramPeer;
 
     /// How long a send waits for room in the socket buffer before the
@@ -248,6 +273,7 @@ mod batched {
         ctx: &Context,
         guard: &mut DatagramGuard,
         drops: &mut LogThrottle,
+        meter: Option<&Meter>,
     ) {
         if let Err(e) = socket
             .set_nonblocking(false)
@@ -316,6 +342,11 @@ mod batched {
                     return;
                 }
             }
+            // --metrics: the batch's counts, in a handful of adds.
+            if let Some(meter) = meter {
+                meter.datagrams(&state.tally);
+            }
+            state.tally = DatagramTally::default();
             if ctx.config.once && served {
                 ctx.accepting.cancel();
                 return;
@@ -333,6 +364,8 @@ mod batched {
         max_seg: usize,
         /// Runs of `plan` sent so far.
         next: usize,
+        /// What this batch counted, for `--metrics`.
+        tally: DatagramTally,
     }
 
     impl State {
@@ -346,6 +379,7 @@ mod batched {
                 plan: Plan::default(),
                 max_seg: udp_batch::gso_max_segment(fd),
                 next: 0,
+                tally: DatagramTally::default(),
             }
         }
 
@@ -371,18 +405,27 @@ mod batched {
                 };
                 let local = self.batch.local(slot);
                 let dst = local.map(|l| l.addr);
-                if !admitted(guard, drops, &DatagramPeer::Ip(peer), dst, now) {
+                let datagram_len = self.batch.datagram(slot).len() as u64;
+                self.tally.received += 1;
+                self.tally.bytes_in += datagram_len;
+                if let Err(why) = admitted(guard, drops, &DatagramPeer::Ip(peer), dst, now) {
+                    self.tally.drop(why);
                     continue;
                 }
                 let arrived = self.batch.arrived(slot).unwrap_or(wall);
                 let datagram = self.batch.datagram(slot);
                 if !answers_no_loop(guard, drops, peer, datagram, arrived, wall) {
+                    self.tally.drop(NoReply::Loop);
                     continue;
                 }
                 served = true;
                 let Some(len) = self.batch.reply(slot, service) else {
                     continue;
                 };
+                // Counted as planned: a reply the kernel then refuses is
+                // logged at debug, as one datagram among the batch.
+                self.tally.answered += 1;
+                self.tally.bytes_out += len as u64;
                 self.replies.push(Reply {
                     peer,
                     local,

@@ -36,6 +36,8 @@ pub enum Reason {
     Requested,
     /// Not plain TCP (TLS, Unix): only the epoll engine serves those.
     NotPlainTcp,
+    /// HTTP and WebSocket (`http://`, `ws://`...): hyper on tokio.
+    Http,
     /// Serving one connection: the accept loop stops after it.
     Once,
     /// Tracing needs the accept loop and a task per connection.
@@ -56,6 +58,7 @@ impl fmt::Display for Reason {
             Reason::Available => "io_uring available",
             Reason::Requested => "epoll requested",
             Reason::NotPlainTcp => "not plain TCP",
+            Reason::Http => "HTTP and WebSocket",
             Reason::Once => "serving once",
             Reason::Traced => "tracing",
             Reason::Service => "not plain echo",
@@ -86,6 +89,8 @@ pub struct EngineChoice {
 pub(super) fn choose(config: &ServeConfig, endpoint: &Endpoint, traced: bool) -> EngineChoice {
     let reason = if config.engine.prefer == EnginePreference::Epoll {
         Reason::Requested
+    } else if endpoint.web().is_some() {
+        Reason::Http
     } else if !matches!(endpoint, Endpoint::Tcp(_)) {
         Reason::NotPlainTcp
     } else if config.once {

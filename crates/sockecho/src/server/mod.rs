@@ -13,6 +13,7 @@ mod accept;
 mod config;
 mod datagram;
 mod engine;
+mod metered;
 mod reload;
 mod traced;
 #[cfg(target_os = "linux")]
@@ -41,6 +42,8 @@ use crate::endpoint::{Endpoint, Kind};
 use crate::error::{Error, Setting};
 use crate::events::Events;
 use crate::guard::{Admission, SharedAccess, SourceSlot};
+use crate::metrics::{Meter, Metrics, Refused};
+use crate::service::Http;
 use crate::shutdown::Shutdown;
 use crate::trace::Tracer;
 use crate::transport::datagram::BoundDatagram;
@@ -92,6 +95,8 @@ pub struct Server {
     /// Tracing was on when the sockets were made (it keeps TCP off the
     /// io_uring engine, which has no per-connection trace).
     traced: bool,
+    /// `--metrics`: the scrape listener, and its URL.
+    metrics: Option<(tokio::net::TcpListener, String)>,
 }
 
 /// One bound socket of either kind.
@@ -125,6 +130,17 @@ struct Context {
     /// Every UDP port this server serves: no datagram from one of them is
     /// answered (a loop within the process).
     udp_ports: Arc<[u16]>,
+    /// The HTTP reflection and WebSocket echo, for web endpoints.
+    http: Arc<Http>,
+    /// What `--metrics` counts; `None`: nothing is counted.
+    metrics: Option<Metrics>,
+}
+
+impl Context {
+    /// The meter of `endpoint` (as bound), when counting.
+    fn meter(&self, endpoint: &Endpoint) -> Option<Arc<Meter>> {
+        self.metrics.as_ref().map(|m| m.meter(endpoint))
+    }
 }
 
 impl Server {
@@ -165,12 +181,9 @@ impl Server {
                 }
             }
         }
-        // One certificate for every tls:// endpoint, valid for their names.
-        let tls = if config
-            .endpoints
-            .iter()
-            .any(|e| matches!(e, Endpoint::Tls(_)))
-        {
+        // One certificate for every tls://, https:// and wss:// endpoint,
+        // valid for their names.
+        let tls = if config.endpoints.iter().any(Endpoint::is_tls) {
             let names: Vec<String> = config
                 .endpoints
                 .iter()
@@ -181,6 +194,7 @@ impl Server {
         } else {
             None
         };
+        let metrics = bind_metrics(config.metrics.as_ref()).await?;
         Ok(Server {
             config,
             sockets,
@@ -188,6 +202,7 @@ impl Server {
             tls,
             access,
             traced: trace.is_enabled(),
+            metrics,
         })
     }
 
@@ -221,6 +236,7 @@ impl Server {
                 }
             }
         }
+        let metrics = bind_metrics(config.metrics.as_ref()).await?;
         Ok(Server {
             config,
             sockets,
@@ -228,6 +244,7 @@ impl Server {
             tls: None,
             access,
             traced: false,
+            metrics,
         })
     }
 
@@ -264,7 +281,17 @@ impl Server {
             .filter(|e| matches!(e, Endpoint::Udp(_)))
             .filter_map(|e| e.host_port().map(|hp| hp.port))
             .collect();
+        let http = Arc::new(Http::new(
+            config.service.http,
+            config.service.id.clone().unwrap_or_default(),
+        ));
+        let metrics = self.metrics.as_ref().map(|_| Metrics::new());
+        if let Some(metrics) = &metrics {
+            metrics.count_events_of(&handles.events);
+        }
         let ctx = Context {
+            http,
+            metrics,
             udp_ports,
             permits: Arc::new(Semaphore::new(config.limits.max_conns)),
             admission: Arc::new(Admission::sharing(
@@ -326,12 +353,14 @@ impl Server {
             if !matches!(task, Task::Connection(..)) {
                 only_connections = false;
                 ctx.events.listen(&endpoint);
-                if let (Endpoint::Tls(_), Some(tls)) = (&endpoint, &ctx.tls)
+                if let (true, Some(tls)) = (endpoint.is_tls(), &ctx.tls)
                     && let Some(fingerprint) = &tls.self_signed_fingerprint
                 {
                     ctx.events.tls_fingerprint(&endpoint, fingerprint);
                 }
             }
+            // Every endpoint has its series from the start, at zero.
+            let _ = ctx.meter(&endpoint);
             match task {
                 Task::Ring => {}
                 Task::Accept(listener, spare) => {
@@ -347,12 +376,21 @@ impl Server {
                 Task::Connection(stream, peer) => {
                     let task_ctx = ctx.clone();
                     let permit = ctx.permits.clone().try_acquire_owned().ok();
+                    let meter = ctx.meter(&endpoint);
                     ctx.tracker.spawn(async move {
-                        accept::serve_connection(stream, peer, &endpoint, &task_ctx).await;
+                        accept::serve_connection(stream, peer, &endpoint, &task_ctx, meter).await;
                         drop(permit);
                     });
                 }
             }
+        }
+        if let (Some((listener, url)), Some(metrics)) = (self.metrics, &ctx.metrics) {
+            ctx.events.metrics(&url);
+            let span = tracing::info_span!("metrics", %url);
+            ctx.tracker.spawn(
+                crate::metrics::serve(listener, metrics.clone(), ctx.accepting.clone())
+                    .instrument(span),
+            );
         }
         #[cfg(target_os = "linux")]
         if let Some(engine) = ring_engine {
@@ -382,6 +420,38 @@ enum Task {
     Datagram(BoundDatagram),
     /// One connection handed over.
     Connection(Stream, Peer),
+}
+
+/// The scrape listener of `--metrics`, bound now (an error like any
+/// endpoint's), and the URL it serves.
+async fn bind_metrics(
+    at: Option<&Endpoint>,
+) -> Result<Option<(tokio::net::TcpListener, String)>, Error> {
+    let Some(endpoint) = at else {
+        return Ok(None);
+    };
+    if !matches!(endpoint, Endpoint::Tcp(_)) {
+        return Err(Error::setting(
+            Setting::Metrics,
+            format!("{endpoint} is not a TCP address (HOST:PORT)"),
+        ));
+    }
+    let fail = |e| Error::listen(endpoint, e, None);
+    let addrs = endpoint.resolve().await.map_err(fail)?;
+    let addr = addrs
+        .first()
+        .copied()
+        .ok_or_else(|| fail(std::io::Error::other("no address")))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(fail)?;
+    let real = listener.local_addr().map_err(fail)?;
+    let host = match real {
+        std::net::SocketAddr::V6(v6) => format!("[{}]", v6.ip()),
+        std::net::SocketAddr::V4(v4) => v4.ip().to_string(),
+    };
+    Ok(Some((
+        listener,
+        format!("http://{host}:{}/metrics", real.port()),
+    )))
 }
 
 /// Settings whose values cannot work, found before any socket is made;
@@ -485,21 +555,29 @@ pub async fn open(config: ServeConfig, inetd: bool, trace: &Tracer) -> Result<Se
 /// stream peer is served (the access list, the per-source limit, then the
 /// connection limit); what is returned is held for the connection's life.
 /// `None`: close it now. Every refusal is counted in one throttled log.
-fn admit(ctx: &Context, peer: &Peer) -> Option<(SourceSlot, tokio::sync::OwnedSemaphorePermit)> {
-    let source = admit_source(ctx, peer)?;
-    let permit = admit_permit(ctx, peer)?;
+fn admit(
+    ctx: &Context,
+    peer: &Peer,
+    meter: Option<&Meter>,
+) -> Option<(SourceSlot, tokio::sync::OwnedSemaphorePermit)> {
+    let source = admit_source(ctx, peer, meter)?;
+    let permit = admit_permit(ctx, peer, meter)?;
     Some((source, permit))
 }
 
 /// The access list and the per-source limit for `peer` (behind a proxy,
 /// the client its header names): its slot, held for the connection's
 /// life, or `None` (refused and logged).
-fn admit_source(ctx: &Context, peer: &Peer) -> Option<SourceSlot> {
+fn admit_source(ctx: &Context, peer: &Peer, meter: Option<&Meter>) -> Option<SourceSlot> {
     match peer {
         Peer::Ip(addr) => match ctx.admission.admit(addr.ip()) {
             Ok(slot) => Some(slot),
             Err(why) => {
-                refused(ctx, peer, &why, why.setting());
+                let reason = match why {
+                    crate::guard::Refusal::Denied => Refused::AccessList,
+                    crate::guard::Refusal::TooManyFromSource => Refused::PerSource,
+                };
+                refused(ctx, peer, &why, why.setting(), meter, reason);
                 None
             }
         },
@@ -511,6 +589,7 @@ fn admit_source(ctx: &Context, peer: &Peer) -> Option<SourceSlot> {
 fn admit_permit(
     ctx: &Context,
     peer: &dyn std::fmt::Display,
+    meter: Option<&Meter>,
 ) -> Option<tokio::sync::OwnedSemaphorePermit> {
     let Ok(permit) = ctx.permits.clone().try_acquire_owned() else {
         refused(
@@ -521,19 +600,27 @@ fn admit_permit(
                 ctx.config.limits.max_conns
             ),
             Setting::MaxConns,
+            meter,
+            Refused::MaxConns,
         );
         return None;
     };
     Some(permit)
 }
 
-/// Counts a refused connection in the one throttled warning.
+/// Counts a refused connection in the one throttled warning (and, with
+/// `--metrics`, by its reason).
 fn refused(
     ctx: &Context,
     peer: &dyn std::fmt::Display,
     why: &dyn std::fmt::Display,
     setting: Setting,
+    meter: Option<&Meter>,
+    reason: Refused,
 ) {
+    if let Some(meter) = meter {
+        meter.refused(reason);
+    }
     if let Some(refused) = ctx.admission.note_refusal(Instant::now()) {
         let setting = setting.name();
         tracing::warn!(%peer, refused, why = %why, setting, "connection refused");

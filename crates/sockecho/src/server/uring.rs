@@ -119,6 +119,8 @@ struct Shared {
     stop: AtomicBool,
     /// Close every connection now.
     force: AtomicBool,
+    /// `--metrics`: each listener's meter, in the order of `listeners`.
+    meters: Vec<Option<Arc<crate::metrics::Meter>>>,
 }
 
 /// The io_uring engine's threads, each with its ring set up, waiting for
@@ -148,7 +150,9 @@ pub(super) fn start(listeners: Vec<(OwnedFd, Endpoint)>, ctx: &Context) -> Resul
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
+    let meters = listeners.iter().map(|(_, e)| ctx.meter(e)).collect();
     let shared = Arc::new(Shared {
+        meters,
         listeners,
         ctx: ctx.clone(),
         multishot: ctx.config.engine.receive == RingReceive::Multishot,
@@ -327,6 +331,7 @@ fn run_thread(
         next_sweep: Instant::now(),
         stopping: false,
         forced: false,
+        round_bytes: vec![(0, 0); shared.listeners.len()],
     };
     if !thread.multishot {
         tracing::debug!("single-shot receives");
@@ -445,6 +450,9 @@ struct Thread {
     next_sweep: Instant,
     stopping: bool,
     forced: bool,
+    /// `--metrics`: bytes received and sent this round, per listener,
+    /// added to the meters once per round rather than once per message.
+    round_bytes: Vec<(u64, u64)>,
 }
 
 impl Thread {
@@ -535,6 +543,20 @@ impl Thread {
                     _ => {}
                 }
             }
+            self.count_round(shared);
+        }
+    }
+
+    /// Adds this round's bytes to the meters (with `--metrics`).
+    fn count_round(&mut self, shared: &Shared) {
+        for (bytes, meter) in self.round_bytes.iter_mut().zip(&shared.meters) {
+            if let Some(meter) = meter
+                && *bytes != (0, 0)
+            {
+                meter.received(bytes.0);
+                meter.sent(bytes.1);
+            }
+            *bytes = (0, 0);
         }
     }
 
@@ -786,9 +808,13 @@ impl Thread {
         };
         // Before any byte is read: the access list, the per-source and the
         // overall limits.
-        let Some(admitted) = super::admit(&shared.ctx, &peer) else {
+        let meter = shared.meters[i].as_deref();
+        let Some(admitted) = super::admit(&shared.ctx, &peer, meter) else {
             return Ok(()); // dropped: the client reads the end of the stream
         };
+        if let Some(meter) = meter {
+            meter.opened();
+        }
         let _ = sock.set_tcp_nodelay(true);
         shared.ctx.events.connection(&peer, &shared.listeners[i].1);
         let greeting = &shared.ctx.config.service.greeting;
@@ -957,6 +983,9 @@ impl Thread {
         // end (that might come at once) finds it free.
         drop(conn.fd);
         super::accept::connection_closed();
+        if let Some(meter) = &shared.meters[conn.listener as usize] {
+            meter.closed();
+        }
         shared.ctx.events.closed(
             &conn.peer,
             &shared.listeners[conn.listener as usize].1,
@@ -1002,6 +1031,7 @@ impl Thread {
             };
             self.taken += 1;
             conn.bytes_in += result as u64;
+            self.round_bytes[conn.listener as usize].0 += result as u64;
             conn.full = result as usize == BUFFER_SIZE;
             if conn.buffer.is_none() && !conn.greeting {
                 conn.send_off = 0;
@@ -1059,6 +1089,7 @@ impl Thread {
         }
         conn.send_off += result as u32;
         conn.bytes_out += result as u64;
+        self.round_bytes[conn.listener as usize].1 += result as u64;
         if conn.send_off >= conn.send_len {
             conn.greeting = false;
             // Sent whole: the buffer goes back to the pool.

@@ -235,6 +235,7 @@ mod tests {
                 greeting: &greeting,
                 idle: None,
                 counts: &mut counts,
+                about: Default::default(),
             };
             Echo.serve(connection).await.unwrap();
             counts
@@ -261,7 +262,8 @@ mod tests {
             counts,
             Counts {
                 bytes_in: 3,
-                bytes_out: 6
+                bytes_out: 6,
+                requests: None,
             }
         );
     }
@@ -275,6 +277,7 @@ mod tests {
             greeting: b"",
             idle: Some(Duration::from_secs(5)),
             counts: &mut counts,
+            about: Default::default(),
         };
         let err = Echo.serve(connection).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
@@ -290,6 +293,7 @@ mod tests {
                 greeting: b"",
                 idle: Some(Duration::from_secs(5)),
                 counts: &mut counts,
+                about: Default::default(),
             };
             Chargen.serve(connection).await
         });

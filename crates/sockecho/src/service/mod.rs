@@ -4,17 +4,21 @@
 //! Every engine and every transport serves through it: the epoll engine
 //! hands each stream connection to [`Service::serve`], both datagram loops
 //! ask [`Service::reply`] what to send back. The classic small services
-//! (echo, discard, chargen: RFC 862, 863, 864) are in `classic`. A new
-//! service (an HTTP reflection, a WebSocket echo) is one more type that
-//! implements [`Service`] and one more [`Mode`]; the io_uring engine serves
-//! plain echo itself and is chosen only for a service that says it is
-//! echo ([`Service::is_echo`]).
+//! (echo, discard, chargen: RFC 862, 863, 864) are in `classic`; the
+//! application-layer echo of `http://` and `ws://` endpoints (each request
+//! reflected as JSON, WebSocket messages echoed) is [`Http`], in `http`
+//! and `websocket`: the endpoint's scheme names it, whatever the mode
+//! ([`for_endpoint`]). The io_uring engine serves plain echo itself and is
+//! chosen only for a service that says it is echo ([`Service::is_echo`]).
 
 mod classic;
 pub mod greeting;
+pub mod http;
 mod idle;
+pub mod websocket;
 
 pub use classic::{Chargen, Discard, Echo};
+pub use http::{Http, HttpLimits};
 pub use idle::Idle;
 
 use std::future::Future;
@@ -24,6 +28,9 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::endpoint::Endpoint;
+use crate::events::ConnectionFacts;
+use crate::metrics::Meter;
 use crate::transport::ReadReady;
 
 /// Bytes read from one stream connection at a time: large enough for one
@@ -39,6 +46,9 @@ pub struct Counts {
     pub bytes_in: u64,
     /// Bytes written to the peer, the greeting included.
     pub bytes_out: u64,
+    /// HTTP requests answered, for services that count them (`None`
+    /// for the byte and datagram services).
+    pub requests: Option<u64>,
 }
 
 /// A stream as a service sees it: any transport (TCP, Unix, TLS, or the
@@ -57,6 +67,26 @@ pub struct Connection<'a> {
     pub idle: Option<Duration>,
     /// Bytes in and out, updated as they move.
     pub counts: &'a mut Counts,
+    /// Who the connection is from and what its handshakes settled, for a
+    /// service that reports it (the HTTP reflection).
+    pub about: About<'a>,
+}
+
+/// Who a connection is from and what its handshakes settled.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct About<'a> {
+    /// The endpoint it came in on (as bound).
+    pub endpoint: Option<&'a Endpoint>,
+    /// The client, as the events name it (behind a proxy, the client its
+    /// PROXY header names).
+    pub peer: &'a str,
+    /// The address the client connected to (`127.0.0.1:8080`), when known.
+    pub local: Option<&'a str>,
+    /// The proxy it came through and its TLS handshake.
+    pub facts: ConnectionFacts<'a>,
+    /// Where `--metrics` counts what it does (HTTP answers, WebSocket
+    /// messages), when on.
+    pub meter: Option<&'a std::sync::Arc<Meter>>,
 }
 
 /// A future a service returns for one connection.
@@ -93,6 +123,17 @@ pub enum Mode {
     /// RFC 864: a stream of rotating 72-character lines; over datagrams
     /// one datagram of them per datagram received.
     Chargen,
+}
+
+/// The service for a connection on `endpoint`: the HTTP reflection (and
+/// WebSocket echo) on `http://`, `https://`, `ws://` and `wss://`, whatever
+/// the mode; the mode's service (`Mode::service`) on every other stream.
+pub fn for_endpoint<'s>(mode: Mode, endpoint: &Endpoint, http: &'s Http) -> &'s dyn Service {
+    if endpoint.web().is_some() {
+        http
+    } else {
+        mode.service()
+    }
 }
 
 impl Mode {

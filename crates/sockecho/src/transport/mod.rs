@@ -6,6 +6,8 @@
 //! - [`datagram`]: UDP and Unix datagram sockets as one [`Datagram`].
 //! - [`tls`]: rustls configuration for `tls://` endpoints (the handshake
 //!   turns a TCP [`Stream`] into a TLS one).
+//! - [`websocket`]: a client's `ws://` connection as a byte stream (each
+//!   line or each fixed-size piece one message).
 //! - [`proxy`]: PROXY protocol headers read off accepted streams and sent
 //!   by clients.
 
@@ -14,6 +16,7 @@ pub mod inherit;
 pub mod proxy;
 pub mod stream;
 pub mod tls;
+pub mod websocket;
 
 pub use datagram::{Datagram, DatagramPeer};
 pub use stream::{Listener, Peer, Stream};
@@ -39,7 +42,7 @@ impl ReadReady for Stream {
             Stream::Unix(s) => s.poll_read_ready(cx),
             // Decrypted bytes may wait inside the TLS layer while the socket
             // has nothing new: the read itself must be asked.
-            Stream::Tls(_) => Poll::Ready(Ok(())),
+            Stream::Tls(_) | Stream::Ws(_) => Poll::Ready(Ok(())),
         }
     }
 }

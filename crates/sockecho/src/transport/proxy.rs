@@ -109,7 +109,8 @@ pub(crate) async fn send_header(stream: &mut Stream, client: &ProxyClient) -> io
             let tcp = tls.get_ref().0;
             (Some(tcp.local_addr()?), Some(tcp.peer_addr()?))
         }
-        Stream::Unix(_) => (None, None),
+        // Never so: the header goes before any TLS or WebSocket handshake.
+        Stream::Unix(_) | Stream::Ws(_) => (None, None),
     };
     let header = match (client.source.or(local), peer) {
         (Some(source), Some(destination)) => Header::proxied(source, destination),

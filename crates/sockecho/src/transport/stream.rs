@@ -37,6 +37,9 @@ pub enum Stream {
     Unix(UnixStream),
     /// TLS over TCP (client or server side), boxed: its state is large.
     Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
+    /// A client's WebSocket (`ws://`, `wss://`) over TCP or TLS, as bytes
+    /// (see [`super::websocket`]).
+    Ws(Box<super::websocket::WsStream>),
 }
 
 /// Who is on the other end of a stream.
@@ -107,8 +110,8 @@ impl Stream {
     }
 
     /// What follows a connect to `endpoint`: the PROXY header, when
-    /// `proxy` says so, then for `tls://` the TLS handshake, each bounded
-    /// by `timeout`.
+    /// `proxy` says so, then for `tls://`, `https://` and `wss://` the TLS
+    /// handshake, each bounded by `timeout`.
     pub(crate) async fn after_connect(
         mut stream: Stream,
         endpoint: &Endpoint,
@@ -122,8 +125,24 @@ impl Stream {
                 .unwrap_or_else(|_| Err(io::Error::from(io::ErrorKind::TimedOut)))
                 .map_err(|e| Error::connect(endpoint, e))?;
         }
-        let (hp, tcp) = match (endpoint, stream) {
-            (Endpoint::Tls(hp), Stream::Tcp(tcp)) => (hp, tcp),
+        let stream = Stream::tls_if(stream, endpoint, timeout, tls).await?;
+        if endpoint.is_websocket() {
+            let ws = super::websocket::handshake(stream, endpoint, timeout).await?;
+            return Ok(Stream::Ws(Box::new(ws)));
+        }
+        Ok(stream)
+    }
+
+    /// The TLS handshake on `stream` for `tls://`, `https://` and
+    /// `wss://` endpoints; any other stream as it is.
+    async fn tls_if(
+        stream: Stream,
+        endpoint: &Endpoint,
+        timeout: Duration,
+        tls: Option<&super::tls::ClientTls>,
+    ) -> Result<Stream, Error> {
+        let (hp, tcp) = match (endpoint.host_port(), stream) {
+            (Some(hp), Stream::Tcp(tcp)) if endpoint.is_tls() => (hp, tcp),
             (_, stream) => return Ok(stream),
         };
         let default;
@@ -159,7 +178,12 @@ impl Stream {
     ) -> Result<Stream, Error> {
         let attempt = async {
             match endpoint {
-                Endpoint::Tcp(_) | Endpoint::Tls(_) => {
+                Endpoint::Tcp(_)
+                | Endpoint::Tls(_)
+                | Endpoint::Http(_)
+                | Endpoint::Https(_)
+                | Endpoint::Ws(_)
+                | Endpoint::Wss(_) => {
                     let addrs = endpoint.resolve().await?;
                     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
                     for addr in addrs {
@@ -238,12 +262,22 @@ impl Stream {
         }
     }
 
+    /// On a WebSocket client stream, how written bytes become messages
+    /// (every `size` bytes one binary message, for probes and bench
+    /// messages); any other stream has no messages, and is left as it is.
+    pub fn frame_messages(&mut self, size: usize) {
+        if let (Stream::Ws(ws), Some(size)) = (self, std::num::NonZeroUsize::new(size)) {
+            ws.set_framing(super::websocket::Framing::Fixed(size));
+        }
+    }
+
     /// The remote end.
     pub fn peer(&self) -> io::Result<Peer> {
         match self {
             Stream::Tcp(s) => Ok(Peer::Ip(s.peer_addr()?)),
             Stream::Unix(s) => Ok(unix_peer(s)),
             Stream::Tls(s) => Ok(Peer::Ip(s.get_ref().0.peer_addr()?)),
+            Stream::Ws(s) => s.get_ref().peer(),
         }
     }
 
@@ -254,9 +288,9 @@ impl Stream {
         match self {
             Stream::Tcp(s) => Ok(s.into_std()?.into()),
             Stream::Unix(s) => Ok(s.into_std()?.into()),
-            Stream::Tls(_) => Err(io::Error::new(
+            Stream::Tls(_) | Stream::Ws(_) => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                "a TLS stream cannot leave its TLS layer",
+                "a TLS or WebSocket stream cannot leave its layer",
             )),
         }
     }
@@ -304,6 +338,7 @@ impl Stream {
         let addr = match self {
             Stream::Tcp(s) => s.local_addr(),
             Stream::Tls(s) => s.get_ref().0.local_addr(),
+            Stream::Ws(s) => return s.get_ref().local_text(),
             Stream::Unix(_) => return None,
         };
         addr.ok().map(|a| a.to_string())
@@ -316,6 +351,7 @@ impl Stream {
             Stream::Tcp(s) => Some(s.as_raw_fd()),
             Stream::Unix(_) => None,
             Stream::Tls(s) => Some(s.get_ref().0.as_raw_fd()),
+            Stream::Ws(s) => s.get_ref().tcp_fd(),
         }
     }
 }
@@ -362,6 +398,7 @@ impl AsyncRead for Stream {
                 }
                 other => other,
             },
+            Stream::Ws(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -376,6 +413,7 @@ impl AsyncWrite for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Ws(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -384,6 +422,7 @@ impl AsyncWrite for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
             Stream::Unix(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Ws(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -394,6 +433,7 @@ impl AsyncWrite for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Ws(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 
@@ -406,6 +446,14 @@ impl AsyncWrite for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Stream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            // One message per buffer's worth, as written.
+            Stream::Ws(s) => {
+                let first = bufs
+                    .iter()
+                    .find(|b| !b.is_empty())
+                    .map_or(&[][..], |b| &**b);
+                Pin::new(s.as_mut()).poll_write(cx, first)
+            }
         }
     }
 
@@ -459,7 +507,12 @@ impl Listener {
     ) -> Result<Vec<Listener>, Error> {
         let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
         match endpoint {
-            Endpoint::Tcp(_) | Endpoint::Tls(_) => {
+            Endpoint::Tcp(_)
+            | Endpoint::Tls(_)
+            | Endpoint::Http(_)
+            | Endpoint::Https(_)
+            | Endpoint::Ws(_)
+            | Endpoint::Wss(_) => {
                 let bound = super::bind_every(
                     endpoint,
                     |addr| bind_tcp(addr, backlog, trace),

@@ -49,6 +49,9 @@ struct ServerInner {
 /// what changed.
 struct Loaded {
     config: Arc<rustls::ServerConfig>,
+    /// The same for `https://` and `wss://` endpoints, offering HTTP/2 and
+    /// HTTP/1.1 by ALPN (unless protocols were given).
+    web: Arc<rustls::ServerConfig>,
     /// Fingerprint of the certificate presented.
     cert: String,
     /// Fingerprints of the client CA file's certificates.
@@ -174,6 +177,10 @@ impl TlsFacts {
     }
 }
 
+/// What `https://` endpoints offer by ALPN when not told: HTTP/2 first,
+/// as web servers do, then HTTP/1.1 (WebSocket clients ask for it alone).
+pub const WEB_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -213,6 +220,18 @@ impl ServerTls {
             .read()
             .unwrap_or_else(PoisonError::into_inner);
         TlsAcceptor::from(current.config.clone())
+    }
+
+    /// The acceptor for the next handshake on an `https://` or `wss://`
+    /// endpoint: the same certificate, and ALPN offering `h2` and
+    /// `http/1.1` unless other protocols were given.
+    pub fn web_acceptor(&self) -> TlsAcceptor {
+        let current = self
+            .inner
+            .current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        TlsAcceptor::from(current.web.clone())
     }
 
     /// Reads the certificate, key and client CA files again and, if they
@@ -325,8 +344,13 @@ fn load_server(
         .with_single_cert(chain, key)
         .map_err(|e| Error::invalid("the TLS certificate and key", &e))?;
     config.alpn_protocols = options.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    let mut web = config.clone();
+    if web.alpn_protocols.is_empty() {
+        web.alpn_protocols = WEB_ALPN.iter().map(|p| p.to_vec()).collect();
+    }
     Ok(Loaded {
         config: Arc::new(config),
+        web: Arc::new(web),
         cert,
         client_cas,
     })
@@ -412,14 +436,16 @@ impl ClientTls {
     }
 }
 
-/// The TLS client for `endpoint`: `None` unless it is a `tls://` one.
+/// The TLS client for `endpoint`: `None` unless it runs TLS (`tls://`,
+/// `https://`, `wss://`).
 pub fn client_for(
     endpoint: &crate::endpoint::Endpoint,
     options: &ClientTlsOptions,
 ) -> Result<Option<ClientTls>, Error> {
-    match endpoint {
-        crate::endpoint::Endpoint::Tls(_) => ClientTls::new(options).map(Some),
-        _ => Ok(None),
+    if endpoint.is_tls() {
+        ClientTls::new(options).map(Some)
+    } else {
+        Ok(None)
     }
 }
 
