@@ -232,6 +232,17 @@ fn status_and_headers_are_set_by_header_and_by_query() {
         b"GET /?echo_status=99 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
     ));
     assert_eq!(bad.status, 400, "a status that is no status is refused");
+    // A response of a given size (any size costs the server no memory),
+    // and extra response headers.
+    let sized = parse_one(&exchange(
+        &server,
+        b"GET /?echo_header=X-B:%202 HTTP/1.1\r\nHost: h\r\nX-Echo-Size: 300000\r\n\
+          X-Echo-Header: X-A: 1\r\nConnection: close\r\n\r\n",
+    ));
+    assert_eq!(sized.status, 200);
+    assert_eq!(sized.body.len(), 300_000);
+    assert_eq!(sized.header("x-a"), Some("1"));
+    assert_eq!(sized.header("x-b"), Some("2"));
 }
 
 #[test]
@@ -824,4 +835,21 @@ fn metrics_must_be_a_tcp_address() {
     );
     let line = common::assert_error_line(&out, 2);
     assert!(line.contains("--metrics"), "{line}");
+}
+
+#[test]
+fn a_proxy_headers_client_is_reflected() {
+    let server = serve(&["http://127.0.0.1:0"], &["--proxy-protocol"]);
+    let answer = exchange(
+        &server,
+        b"PROXY TCP4 198.51.100.9 127.0.0.1 5555 80\r\n\
+          GET /x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    );
+    let json = parse_one(&answer).json();
+    assert_eq!(json["peer"], "198.51.100.9:5555");
+    assert_eq!(json["client"], "198.51.100.9:5555");
+    assert!(
+        json["proxy"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{json}"
+    );
 }
