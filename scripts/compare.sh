@@ -1,26 +1,25 @@
 #!/usr/bin/env bash
-# sockecho serve beside the reference servers of ../shared/bench, in one run
-# of its compare.sh (server pinned to CPU 0, the neutral C load client on
-# CPU 1). Usage: scripts/compare.sh [SECONDS]   (default 3)
-#   PROTO=udp      UDP scenarios (c_udp_echo plain and batched as references)
-#   IDLE_CONNS=N   also resident memory with N idle connections
-#   SCENARIOS=...  as compare.sh takes them
-set -euo pipefail
+# sockecho beside the reference servers in one side-by-side run: one round
+# of scripts/rounds.sh (which builds the references and sockecho, then runs
+# bench/rounds.sh). For figures to quote, use scripts/rounds.sh with its
+# default 5 rounds: one run on a shared machine drifts by 20-30%.
+#
+# Usage: scripts/compare.sh [SECONDS] [SERVER...]     (default 3 s)
+#   PROTO=udp       UDP scenarios (c_udp_echo plain and batched as references)
+#   PROTO=churn     a new connection per message
+#   IDLE_CONNS=N    also resident memory with N idle connections
+#   SCENARIOS=...   CONNS:BYTES ...
+#   ROUNDS=N        more rounds (default here 1)
+#   PORTS, SERVER_CPU, CLIENT_CPU, BENCH_OUT, SOCKECHO, NO_BUILD: as
+#                   scripts/rounds.sh
+# Servers, by default: c-epoll tokio sockecho sockecho-epoll (TCP, churn),
+# c-udp c-udp-mmsg sockecho (UDP); ratios are to the first.
+#
+# Unlike the harness's compare.sh it replaces, the servers run all at once
+# (each idle while another is measured), not one after another.
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/../bench/lib.sh"   # set -Eeuo pipefail, an ERR trap naming the line
 secs=${1:-3}
-here=$(cd "$(dirname "$0")/.." && pwd)
-bench=$here/../shared/bench
-refs=${BENCH_OUT:-/tmp/sockecho-bench}
-[ -x "$refs/c_epoll_echo" ] || BENCH_OUT=$refs "$bench/build.sh" >/dev/null
-cargo build --release --locked --manifest-path "$here/Cargo.toml" >/dev/null 2>&1
-bin=$here/target/release/sockecho
-if [ "${PROTO:-tcp}" = udp ]; then
-  exec "$bench/compare.sh" "$secs" \
-    "c-udp=$refs/c_udp_echo {PORT}" \
-    "c-udp-mmsg=$refs/c_udp_echo {PORT} 32" \
-    "sockecho=$bin serve -q udp://127.0.0.1:{PORT}"
-fi
-exec "$bench/compare.sh" "$secs" \
-  "c-epoll=$refs/c_epoll_echo {PORT}" \
-  "tokio=$refs/tokio_echo 127.0.0.1:{PORT}" \
-  "sockecho=$bin serve -q tcp://127.0.0.1:{PORT}" \
-  "sockecho-epoll=$bin serve -q --epoll tcp://127.0.0.1:{PORT}"
+[ "$#" -eq 0 ] || shift
+export ROUNDS=${ROUNDS:-1}
+exec "$(dirname "$0")/rounds.sh" "$secs" "$@"

@@ -11,43 +11,78 @@
 # the busiest and least busy of its N busiest threads, the worst client
 # p99, the clients' own CPU, accept-queue overflows and the measured window.
 #
-# Needs the binaries in BIN (default target/scaling-bin): sockecho,
-# echo_load, and optionally tokio_echo and c_epoll_echo (built statically
-# so they run on a bare machine; see docs/scaling-results.md).
+# The layout follows the machine: half the CPUs for the server, half for
+# the clients. On 16 CPUs: THREADS "1 2 4 8", the server on CPUs 0-7, 8
+# clients on CPUs 8-15; on 2 CPUs: THREADS 1, the server on CPU 0, one
+# client on CPU 1 (which shows one core's figures, not scaling).
 #
-# Usage: scripts/scaling.sh                       (the 16-CPU layout)
-#        THREADS=1 CLIENTS=1 CLIENT_CPU0=1 SECS=1 scripts/scaling.sh   (smoke test)
-# Environment: BIN SECS THREADS CLIENTS CLIENT_CPU0 CONNS SIZE REPEAT
+# What it runs. By default it builds, before measuring, what it needs:
+# echo_load, c_epoll_echo and tokio_echo (bench/build.sh, into BENCH_OUT,
+# default target/bench-refs) and sockecho's release binary (cargo build
+# --release; SOCKECHO=PATH measures that binary instead). With BIN=DIR it
+# builds nothing and runs DIR/sockecho and DIR/echo_load (both needed) and,
+# if present, DIR/tokio_echo and DIR/c_epoll_echo: for a machine without
+# compilers (a lent VM, say), with static binaries built on this one:
+#   STATIC=1 BENCH_OUT=$PWD/target/scaling-bin bench/build.sh echo_load c_epoll_echo tokio_echo
+#   RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked \
+#     --target x86_64-unknown-linux-gnu --target-dir target/static
+#   cp target/static/x86_64-unknown-linux-gnu/release/sockecho target/scaling-bin/
+#   # copy scripts/, bench/lib.sh and target/scaling-bin/ there, then there:
+#   BIN=target/scaling-bin scripts/scaling.sh
+#
+# Results go to standard output and nowhere else (builds and progress to
+# standard error); keep them with
+#   scripts/scaling.sh | tee scaling-$(date +%F).txt
+# docs/scaling.md ("Multi-core scaling on one machine") says how to read them.
+#
+# Usage: scripts/scaling.sh                       (the layout above)
+#        THREADS=1 SECS=1 SERVERS=sockecho scripts/scaling.sh       (smoke test)
+# Environment: SECS (default 5) THREADS CLIENTS CLIENT_CPU0 CONNS (default
+#              50) SIZE (default 64) REPEAT (default 1)
 #              SERVER_CPUS CLIENT_CPUS (comma-separated lists)
 #              SERVERS (default "sockecho sockecho-epoll tokio c-epoll")
-set -euo pipefail
+#              PORT: the servers' port (default: sockecho and tokio_echo
+#              take one from the kernel, c_epoll_echo a free one); a port
+#              in use is an error
+#              BIN, SOCKECHO, BENCH_OUT: above; NO_BUILD=1 builds nothing
+#              and runs BENCH_OUT's programs and target/release/sockecho
+# Fails with an `error:` line if a server does not start or a client fails.
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/../bench/lib.sh"
 
-bin=${BIN:-target/scaling-bin}
+ncpu=$(getconf _NPROCESSORS_ONLN)
+half=$((ncpu / 2))
+[ "$half" -ge 1 ] || bench_die "needs at least 2 CPUs (server and clients apart); $ncpu online"
+default_threads=""
+for ((n = 1; n <= half; n *= 2)); do default_threads+="${default_threads:+ }$n"; done
+
 secs=${SECS:-5}
-threads=${THREADS:-"1 2 4 8"}
-clients=${CLIENTS:-8}
-client_cpu0=${CLIENT_CPU0:-8}
+threads=${THREADS:-$default_threads}
+clients=${CLIENTS:-$half}
+client_cpu0=${CLIENT_CPU0:-$half}
 # Explicit CPU lists (comma-separated) override the layout: the server with
 # N threads gets the first N of SERVER_CPUS, client i the i-th of CLIENT_CPUS.
 IFS=, read -r -a server_cpus <<<"${SERVER_CPUS:-$(seq -s, 0 $((client_cpu0 - 1)))}"
-IFS=, read -r -a client_cpus <<<"${CLIENT_CPUS:-$(seq -s, "$client_cpu0" $((client_cpu0 + ${CLIENTS:-8} - 1)))}"
+IFS=, read -r -a client_cpus <<<"${CLIENT_CPUS:-$(seq -s, "$client_cpu0" $((client_cpu0 + clients - 1)))}"
 conns=${CONNS:-50}
 size=${SIZE:-64}
 repeat=${REPEAT:-1}
 servers=${SERVERS:-"sockecho sockecho-epoll tokio c-epoll"}
+for name in $servers; do
+  case $name in sockecho | sockecho-epoll | tokio | c-epoll) ;; *) bench_die "unknown server '$name' in SERVERS (sockecho sockecho-epoll tokio c-epoll)" ;; esac
+done
+if [ -n "${PORT:-}" ]; then bench_check_port "$PORT"; fi
 
-work=$(mktemp -d)
+bench_tmp=$(mktemp -d "${TMPDIR:-/tmp}/sockecho-scaling.XXXXXX")
+work=$bench_tmp
 pids=()
-cleanup() {
+bench_cleanup_hook() {
   local p
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
-die() { echo "scaling.sh: $*" >&2; exit 1; }
+die() { bench_die "$@"; }
 # pin CPULIST (comma-separated) COMMAND...: exec COMMAND on those CPUs (same
 # PID); taskset, or python3 where util-linux is missing.
 if command -v taskset >/dev/null; then
@@ -62,15 +97,35 @@ os.execvp(sys.argv[2], sys.argv[2:])' "$cpus" "$@"
 else
   die "need taskset (util-linux) or python3 to pin processes"
 fi
-[ -x "$bin/sockecho" ] || die "$bin/sockecho missing"
-[ -x "$bin/echo_load" ] || die "$bin/echo_load missing"
 
-ncpu=$(getconf _NPROCESSORS_ONLN)
+# --- what it runs -------------------------------------------------------
+if [ -n "${BIN:-}" ]; then
+  se=$BIN/sockecho
+  refs=$BIN
+  echo "BIN=$BIN: running the binaries there, building nothing" >&2
+else
+  progs=(echo_load)
+  [[ " $servers " == *" tokio "* ]] && progs+=(tokio_echo)
+  [[ " $servers " == *" c-epoll "* ]] && progs+=(c_epoll_echo)
+  bench_build_refs "${progs[@]}"
+  refs=$BENCH_OUT
+  if [[ " $servers " == *" sockecho"* ]]; then
+    bench_build_sockecho
+    se=$SOCKECHO
+  else
+    se=""
+  fi
+fi
+if [[ " $servers " == *" sockecho"* ]]; then
+  [ -x "$se" ] || die "$se missing"
+fi
+[ -x "$refs/echo_load" ] || die "$refs/echo_load missing"
+
 max_n=0
 for n in $threads; do [ "$n" -gt "$max_n" ] && max_n=$n; done
 if [ "$ncpu" -lt 16 ]; then
-  echo "NOTE: only $ncpu CPUs online (the scaling layout wants 16: server on 0-7," \
-       "clients on 8-15); these figures do not show multi-core scaling."
+  echo "NOTE: only $ncpu CPUs online (the demonstration layout wants 16: server on 0-7," \
+       "clients on 8-15); these figures show at most $half server core(s)."
 fi
 [ "${#client_cpus[@]}" -ge "$clients" ] || die "CLIENT_CPUS names fewer than $clients CPUs"
 [ "${#server_cpus[@]}" -ge "$max_n" ] ||
@@ -87,7 +142,7 @@ echo "== machine"
 echo "kernel $(uname -r), $ncpu CPUs online, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
 sib=$(cat /sys/devices/system/cpu/cpu*/topology/thread_siblings_list 2>/dev/null | sort -un | tr '\n' ' ' || true)
 echo "SMT sibling groups: ${sib:-unknown}"
-echo "NUMA nodes: $(ls -d /sys/devices/system/node/node* 2>/dev/null | wc -l)"
+echo "NUMA nodes: $(find /sys/devices/system/node -maxdepth 1 -name 'node[0-9]*' 2>/dev/null | wc -l)"
 if [ -r /proc/sys/kernel/io_uring_disabled ]; then
   echo "kernel.io_uring_disabled=$(cat /proc/sys/kernel/io_uring_disabled)"
 fi
@@ -100,7 +155,7 @@ echo "params: secs=$secs clients=$clients (CPUs $(IFS=,; echo "${client_cpus[*]:
 # the epoll engine (tokio's reactor) logs nothing of the kind.
 engine_probe() { # label, extra args...
   local label=$1; shift
-  "$bin/sockecho" -v serve -q --threads 2 "$@" tcp://127.0.0.1:0 >"$work/probe.out" 2>"$work/probe.err" &
+  "$se" -v serve -q --threads 2 "$@" tcp://127.0.0.1:0 >"$work/probe.out" 2>"$work/probe.err" &
   local p=$!; pids+=("$p")
   for _ in $(seq 50); do grep -q 'listen ok' "$work/probe.out" 2>/dev/null && break; sleep 0.1; done
   sleep 0.3
@@ -110,9 +165,11 @@ engine_probe() { # label, extra args...
   line=$(grep -h 'engine' "$work/probe.err" | head -1 || true)
   echo "$label: ${line:-no engine line (epoll engine: tokio reactor)}"
 }
-echo "== engine"
-engine_probe "sockecho -v serve --threads 2"
-engine_probe "sockecho -v serve --threads 2 --epoll" --epoll
+if [ -n "$se" ]; then
+  echo "== engine"
+  engine_probe "sockecho -v serve --threads 2"
+  engine_probe "sockecho -v serve --threads 2 --epoll" --epoll
+fi
 
 # --- measuring ----------------------------------------------------------
 # Per-thread CPU time (ns) of a process: "tid ns" lines.
@@ -124,27 +181,34 @@ task_ns() {
   done
 }
 
-free_port() {
-  local p=$((20000 + RANDOM % 20000))
-  while (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; do p=$((p + 1)); done
-  echo $p
-}
-
 # Starts server $1 on CPUs 0..$2-1; sets spid and sport.
 start_server() {
-  local name=$1 n=$2 cpus=$(server_cpu_list "$2") out="$work/server.out"
+  local name=$1 n=$2 cpus out="$work/server.out" port=${PORT:-0}
+  cpus=$(server_cpu_list "$2")
   : >"$out"
+  if [ "$port" != 0 ]; then
+    bench_check_port "$port"
+  elif [ "$name" = c-epoll ]; then
+    port=$(bench_free_ports 1) # it cannot take one from the kernel
+  fi
   case $name in
-    sockecho) (pin "$cpus" "$bin/sockecho" serve -q --threads "$n" tcp://127.0.0.1:0) >"$out" 2>&1 & ;;
-    sockecho-epoll) (pin "$cpus" "$bin/sockecho" serve -q --epoll --threads "$n" tcp://127.0.0.1:0) >"$out" 2>&1 & ;;
-    tokio) (pin "$cpus" "$bin/tokio_echo" 127.0.0.1:0) >"$out" 2>&1 & ;;
-    c-epoll) (pin "$cpus" "$bin/c_epoll_echo" "$(free_port)") >"$out" 2>&1 & ;;
+    sockecho) (pin "$cpus" "$se" serve -q --threads "$n" "tcp://127.0.0.1:$port") >"$out" 2>&1 & ;;
+    sockecho-epoll) (pin "$cpus" "$se" serve -q --epoll --threads "$n" "tcp://127.0.0.1:$port") >"$out" 2>&1 & ;;
+    tokio) (pin "$cpus" "$refs/tokio_echo" "127.0.0.1:$port") >"$out" 2>&1 & ;;
+    c-epoll) (pin "$cpus" "$refs/c_epoll_echo" "$port") >"$out" 2>&1 & ;;
     *) die "unknown server $name" ;;
   esac
   spid=$!; pids+=("$spid")
-  for _ in $(seq 100); do grep -q 'listen ok' "$out" && break; sleep 0.05; done
+  for _ in $(seq 100); do
+    grep -q 'listen ok' "$out" && break
+    kill -0 "$spid" 2>/dev/null || break
+    sleep 0.05
+  done
   sport=$(sed -n 's/^listen ok .*:\([0-9][0-9]*\)$/\1/p' "$out" | head -1)
-  [ -n "$sport" ] || die "$name did not print 'listen ok': $(cat "$out")"
+  if [ -z "$sport" ] || ! kill -0 "$spid" 2>/dev/null; then
+    bench_show_log "$out"
+    die "$name (N=$n) did not start: no 'listen ok' within 5 s, or it exited (port ${PORT:-$port} taken?)"
+  fi
 }
 
 stop_server() {
@@ -182,7 +246,7 @@ run_point() { # server, N
   task_ns "$spid" >"$work/before"
   for ((i = 0; i < clients; i++)); do
     c=${client_cpus[$i]}
-    (pin "$c" "$bin/echo_load" 127.0.0.1 "$sport" "$conns" "$size" "$secs") >"$work/load.$i" 2>&1 &
+    (pin "$c" "$refs/echo_load" 127.0.0.1 "$sport" "$conns" "$size" "$secs") >"$work/load.$i" 2>&1 &
     cpids+=($!); pids+=($!)
   done
   for c in "${cpids[@]}"; do wait "$c" || rc=$?; done
@@ -201,10 +265,10 @@ run_point() { # server, N
     END { printf "%d %s %d\n", m, (p == "" ? 0 : p), b + 0 }')
   local good
   good=$(cat "$work"/load.* | grep -c 'msgs_per_s=' || true)
-  [ "$good" -eq "$clients" ] || {
-    echo "WARN: $name N=$n: only $good of $clients clients reported (rc=$rc):" >&2
-    cat "$work"/load.* | grep -v 'msgs_per_s=' | head -3 >&2 || true
-  }
+  if [ "$good" -ne "$clients" ] || [ "$rc" -ne 0 ]; then
+    cat "$work"/load.* | grep -v 'msgs_per_s=' | head -5 >&2 || true
+    die "$name N=$n: $good of $clients clients reported, exit status $rc (a client's own output is above)"
+  fi
   local stats
   local wall
   wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
@@ -233,8 +297,8 @@ for ((r = 1; r <= repeat; r++)); do
   if [ "$repeat" -gt 1 ]; then echo "== round $r"; fi
   for name in $servers; do
     case $name in
-      tokio) [ -x "$bin/tokio_echo" ] || { echo "skip tokio: $bin/tokio_echo missing"; continue; } ;;
-      c-epoll) [ -x "$bin/c_epoll_echo" ] || { echo "skip c-epoll: $bin/c_epoll_echo missing"; continue; } ;;
+      tokio) [ -x "$refs/tokio_echo" ] || { echo "skip tokio: $refs/tokio_echo missing"; continue; } ;;
+      c-epoll) [ -x "$refs/c_epoll_echo" ] || { echo "skip c-epoll: $refs/c_epoll_echo missing"; continue; } ;;
     esac
     for n in $threads; do
       # c_epoll_echo is one thread: the one-core baseline only.
