@@ -29,3 +29,4 @@ mod tls;
 mod trace;
 mod udp_batch;
 mod web;
+mod web_interop;
