@@ -294,12 +294,22 @@ mod batched {
         }
         let mut state = State::new(fd, max_datagram, ctx.config.once);
         let mut last = Instant::now();
+        let mut linger = super::super::linger::Linger::new();
+        // When the last batch ended, and until when the loop looks for
+        // the next without sleeping.
+        let mut ended = Instant::now();
+        let mut awake_until = None;
         loop {
             if ctx.accepting.is_cancelled() {
                 return;
             }
-            let n = match state.batch.recv(fd) {
+            let wait = awake_until.is_none_or(|until| Instant::now() >= until);
+            let n = match state.batch.recv(fd, wait) {
                 Ok(n) => n,
+                Err(e) if !wait && e.kind() == io::ErrorKind::WouldBlock => {
+                    std::hint::spin_loop();
+                    continue;
+                }
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -334,6 +344,7 @@ mod batched {
                 }
             };
             last = Instant::now();
+            linger.came(last.saturating_duration_since(ended), n);
             let served = state.answer(n, last, ctx, guard, drops);
             state.sending(guard);
             // Only a full socket buffer for SEND_TICK gets here: wait again.
@@ -347,6 +358,8 @@ mod batched {
                 meter.datagrams(&state.tally);
             }
             state.tally = DatagramTally::default();
+            ended = Instant::now();
+            awake_until = linger.look().map(|look| ended + look);
             if ctx.config.once && served {
                 ctx.accepting.cancel();
                 return;

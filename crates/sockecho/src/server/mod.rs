@@ -13,6 +13,8 @@ mod accept;
 mod config;
 mod datagram;
 mod engine;
+#[cfg(target_os = "linux")]
+mod linger;
 mod metered;
 mod reload;
 mod traced;

@@ -316,12 +316,13 @@ impl Batch {
         }
     }
 
-    /// Receives up to `slots` datagrams on a blocking socket: waits for the
-    /// first (up to the socket's receive timeout, then `WouldBlock`) and
-    /// takes those already waiting behind it (`MSG_WAITFORONE`); returns
-    /// how many came. A datagram longer than `size` is cut, as recvfrom(2)
-    /// cuts it.
-    pub(super) fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+    /// Receives up to `slots` datagrams on a blocking socket: with `wait`,
+    /// waits for the first (up to the socket's receive timeout, then
+    /// `WouldBlock`), else takes only what is there (`WouldBlock` when
+    /// nothing is); either way takes those already waiting behind the
+    /// first (`MSG_WAITFORONE`). Returns how many came. A datagram longer
+    /// than `size` is cut, as recvfrom(2) cuts it.
+    pub(super) fn recv(&mut self, fd: RawFd, wait: bool) -> io::Result<usize> {
         let mut iovs = [libc::iovec {
             iov_base: ptr::null_mut(),
             iov_len: 0,
@@ -360,7 +361,7 @@ impl Batch {
                 fd,
                 hdrs.as_mut_ptr(),
                 self.slots as libc::c_uint,
-                libc::MSG_WAITFORONE as _,
+                (libc::MSG_WAITFORONE | if wait { 0 } else { libc::MSG_DONTWAIT }) as _,
                 ptr::null_mut(),
             )
         };
