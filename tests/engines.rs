@@ -222,3 +222,117 @@ fn single_shot_receives_echo_streams() {
         assert!(log.contains("single-shot receives"), "{log}");
     }
 }
+
+/// The server's own socket for the connection whose client end is at
+/// `client` (port), found in the kernel's table and borrowed with
+/// pidfd_getfd(2): `None` where the kernel or our privilege does not
+/// allow it.
+#[cfg(target_os = "linux")]
+fn server_socket_of(pid: u32, server_port: u16, client_port: u16) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let (local, remote) = (
+        format!("0100007F:{server_port:04X}"),
+        format!("0100007F:{client_port:04X}"),
+    );
+    let inode = table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.get(1) == Some(&local.as_str()) && f.get(2) == Some(&remote.as_str()))
+            .then(|| f.get(9).map(|s| (*s).to_owned()))
+            .flatten()
+    })?;
+    let link = format!("socket:[{inode}]");
+    let target = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .flatten()
+        .find(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy() == link))?
+        .file_name()
+        .to_string_lossy()
+        .parse::<i32>()
+        .ok()?;
+    // SAFETY: plain system calls on integers; a descriptor they return is
+    // new and owned here.
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0);
+        if pidfd < 0 {
+            return None;
+        }
+        let pidfd = std::os::fd::OwnedFd::from_raw_fd(pidfd as i32);
+        let fd = libc::syscall(
+            libc::SYS_pidfd_getfd,
+            std::os::fd::AsRawFd::as_raw_fd(&pidfd),
+            target,
+            0,
+        );
+        (fd >= 0).then(|| std::os::fd::OwnedFd::from_raw_fd(fd as i32))
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn accepted_connections_have_tcp_nodelay_on_both_engines() {
+    for options in [&[][..], &["--epoll"][..]] {
+        let server = serve(&["tcp://127.0.0.1:0"], options);
+        let mut conn = connect(server.endpoint());
+        assert_eq!(conn.echo(b"x"), b"x");
+        let client_port: u16 = conn
+            .local_addr()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let Some(fd) = server_socket_of(server.pid(), server.port(), client_port) else {
+            assert!(
+                !common::interop_required(),
+                "cannot borrow the server's socket (pidfd_getfd needs root and Linux 5.6)"
+            );
+            eprintln!("note: cannot borrow the server's socket; skipping");
+            return;
+        };
+        let nodelay = socket2::SockRef::from(&fd).tcp_nodelay().unwrap();
+        assert!(
+            nodelay,
+            "TCP_NODELAY is off on the served connection ({options:?})"
+        );
+    }
+}
+
+/// The io_uring engine's threads share the connections: each has a
+/// listening socket of its own in one `SO_REUSEPORT` group, and says how
+/// many it accepted when the server stops. (With one listener shared,
+/// one thread took 600 of 600.)
+#[test]
+fn io_uring_threads_share_the_connections() {
+    let mut server =
+        common::Proc::sockecho(&["-v", "serve", "--threads", "2", "tcp://127.0.0.1:0"]);
+    let endpoint = server.listen_ok();
+    for i in 0..200u8 {
+        let mut conn = connect(&endpoint);
+        assert_eq!(conn.echo(&[i]), [i]);
+    }
+    server.signal("TERM");
+    let exited = server.wait_exit();
+    assert!(exited.status.success(), "{}", exited.stderr);
+    if !exited.stderr.contains(r#"engine="io_uring""#) {
+        eprintln!("note: io_uring is not available here; skipping");
+        return;
+    }
+    let line = exited
+        .stderr
+        .lines()
+        .find(|l| l.contains("connections accepted by each thread"))
+        .unwrap_or_else(|| panic!("no accepted counts in {}", exited.stderr));
+    let counts: Vec<u64> = line
+        .split("accepted=[")
+        .nth(1)
+        .and_then(|rest| rest.split(']').next())
+        .unwrap()
+        .split(", ")
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert_eq!(counts.len(), 2, "{line}");
+    assert_eq!(counts.iter().sum::<u64>(), 200, "{line}");
+    // A fair coin gives fewer than 50 of 200 with odds below 1e-12.
+    assert!(counts.iter().all(|&n| n >= 50), "{line}");
+}

@@ -121,6 +121,70 @@ struct Shared {
     force: AtomicBool,
     /// `--metrics`: each listener's meter, in the order of `listeners`.
     meters: Vec<Option<Arc<crate::metrics::Meter>>>,
+    /// Connections each thread took off the listeners, by thread: how
+    /// evenly the kernel spreads them (logged when the engine stops).
+    accepted: Vec<std::sync::atomic::AtomicU64>,
+    /// Threads 1 and up: each its own listening socket per listener, in
+    /// one `SO_REUSEPORT` group with the listener, so that the kernel
+    /// spreads connections over the threads (empty: every thread accepts
+    /// from the listener itself).
+    siblings: Vec<Vec<OwnedFd>>,
+}
+
+impl Shared {
+    /// The socket thread `thread` accepts listener `i`'s connections from.
+    fn listener(&self, thread: usize, i: usize) -> std::os::fd::BorrowedFd<'_> {
+        match thread.checked_sub(1).and_then(|t| self.siblings.get(t)) {
+            Some(own) => own[i].as_fd(),
+            None => self.listeners[i].0.as_fd(),
+        }
+    }
+}
+
+/// A listening socket for each listener, for each of `threads - 1` more
+/// threads, joined with it in an `SO_REUSEPORT` group: the kernel then
+/// hands each thread its share of the connections (by a hash of each
+/// connection's addresses). With one listener shared, a thread's multishot
+/// accept took nearly every connection (600 of 600 on two threads).
+/// Setting the option on a listening socket and binding another beside it
+/// makes the group (the kernel forms it when the second listens); a
+/// second server started on the port still fails with "address in use",
+/// as its socket does not ask to share.
+fn siblings(
+    listeners: &[(OwnedFd, Endpoint)],
+    threads: usize,
+    backlog: u32,
+) -> io::Result<Vec<Vec<OwnedFd>>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+    let mut all = Vec::with_capacity(threads.saturating_sub(1));
+    for (fd, _) in listeners {
+        SockRef::from(fd).set_reuse_port(true)?;
+    }
+    for _ in 1..threads {
+        let mut own = Vec::with_capacity(listeners.len());
+        for (fd, _) in listeners {
+            let listener = SockRef::from(fd);
+            let local = listener.local_addr()?;
+            let addr = local
+                .as_socket()
+                .ok_or_else(|| io::Error::other("not an IP listener"))?;
+            let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+            socket.set_reuse_address(true)?;
+            socket.set_reuse_port(true)?;
+            if addr.is_ipv6() {
+                socket.set_only_v6(listener.only_v6()?)?;
+            }
+            socket.set_nonblocking(true)?;
+            socket.set_tcp_nodelay(true)?;
+            socket.set_cloexec(true)?;
+            socket.bind(&local)?;
+            socket.listen(backlog)?;
+            own.push(OwnedFd::from(socket));
+        }
+        all.push(own);
+    }
+    Ok(all)
 }
 
 /// The io_uring engine's threads, each with its ring set up, waiting for
@@ -151,8 +215,17 @@ pub(super) fn start(listeners: Vec<(OwnedFd, Endpoint)>, ctx: &Context) -> Resul
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
     let meters = listeners.iter().map(|(_, e)| ctx.meter(e)).collect();
+    let siblings = match siblings(&listeners, threads, ctx.config.listen.backlog) {
+        Ok(siblings) => siblings,
+        Err(e) => {
+            tracing::info!(cause = %e, "cannot give each io_uring thread a listener of its own; they share one");
+            Vec::new()
+        }
+    };
     let shared = Arc::new(Shared {
+        siblings,
         meters,
+        accepted: (0..threads).map(|_| Default::default()).collect(),
         listeners,
         ctx: ctx.clone(),
         multishot: ctx.config.engine.receive == RingReceive::Multishot,
@@ -174,7 +247,7 @@ pub(super) fn start(listeners: Vec<(OwnedFd, Endpoint)>, ctx: &Context) -> Resul
         let spawned = std::thread::Builder::new()
             .name(format!("ring-{t}"))
             .spawn(move || {
-                if let Err(e) = run_thread(&thread_shared, &ready_tx, &go_rx) {
+                if let Err(e) = run_thread(&thread_shared, t, &ready_tx, &go_rx) {
                     tracing::error!(cause = %e, "io_uring engine thread failed");
                 }
                 let _ = done_tx.send(());
@@ -217,6 +290,29 @@ pub(super) fn start(listeners: Vec<(OwnedFd, Endpoint)>, ctx: &Context) -> Resul
                 let _ = done.await;
             }
         };
+        signals(&shared, all_done, accepting, force).await;
+        let accepted: Vec<u64> = shared
+            .accepted
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .collect();
+        tracing::info!(
+            ?accepted,
+            "io_uring engine stopped: connections accepted by each thread"
+        );
+    });
+    Ok(Started { go })
+}
+
+/// Passes the stop and force signals on to the engine's threads until
+/// they are `all_done`.
+async fn signals(
+    shared: &Shared,
+    all_done: impl std::future::Future<Output = ()>,
+    accepting: tokio_util::sync::CancellationToken,
+    force: tokio_util::sync::CancellationToken,
+) {
+    {
         tokio::pin!(all_done);
         tokio::select! {
             _ = &mut all_done => return,
@@ -226,7 +322,7 @@ pub(super) fn start(listeners: Vec<(OwnedFd, Endpoint)>, ctx: &Context) -> Resul
                 // by dropping its listeners: on Linux, shutting down a
                 // listening socket's read side closes it to new connections
                 // and fails the accepts in flight.
-                for (fd, _) in &shared.listeners {
+                for fd in shared.listeners.iter().map(|(fd, _)| fd).chain(shared.siblings.iter().flatten()) {
                     let _ = SockRef::from(fd).shutdown(std::net::Shutdown::Read);
                 }
             }
@@ -236,8 +332,7 @@ pub(super) fn start(listeners: Vec<(OwnedFd, Endpoint)>, ctx: &Context) -> Resul
             _ = force.cancelled() => shared.force.store(true, Ordering::Relaxed),
         }
         all_done.await;
-    });
-    Ok(Started { go })
+    }
 }
 
 struct Conn {
@@ -288,6 +383,7 @@ struct Conn {
 /// until the server stops and its connections end.
 fn run_thread(
     shared: &Arc<Shared>,
+    index: usize,
     ready: &std::sync::mpsc::Sender<io::Result<()>>,
     go: &std::sync::mpsc::Receiver<()>,
 ) -> io::Result<()> {
@@ -312,6 +408,7 @@ fn run_thread(
     }
     let fixed_files = ring.register_sparse_files(FIXED_FILES);
     let mut thread = Thread {
+        index,
         taken: 0,
         peak: u32::from(MIN_RING) << 8,
         multishot: shared.multishot,
@@ -412,6 +509,8 @@ impl std::fmt::Display for UnknownPeer {
 }
 
 struct Thread {
+    /// Which of the engine's threads (its place in `Shared::accepted`).
+    index: usize,
     /// Buffers receives took this round, and the recent most in a round
     /// (decaying by 1/64 a round; fixed point, 8 fractional bits): the ring
     /// is topped up to twice that.
@@ -585,7 +684,7 @@ impl Thread {
         if accepting.armed || accepting.timer {
             return Ok(());
         }
-        let fd = types::Fd(shared.listeners[i].0.as_raw_fd());
+        let fd = types::Fd(shared.listener(self.index, i).as_raw_fd());
         let entry = if multishot {
             opcode::AcceptMulti::new(fd)
                 .flags(libc::SOCK_CLOEXEC)
@@ -651,7 +750,7 @@ impl Thread {
         // began: a descriptor freed is for a client (the backoff then ends
         // at the end of the round).
         let shed = if class == AcceptError::NoDescriptors && closed_count() == self.round_closed {
-            Spare::shed(shared.listeners[i].0.as_fd())
+            Spare::shed(shared.listener(self.index, i))
         } else {
             Shed::default()
         };
@@ -680,7 +779,7 @@ impl Thread {
         if accepting.poll || !accepting.timer || self.stopping {
             return Ok(());
         }
-        let fd = types::Fd(shared.listeners[i].0.as_raw_fd());
+        let fd = types::Fd(shared.listener(self.index, i).as_raw_fd());
         let entry = opcode::PollAdd::new(fd, libc::POLLIN as u32)
             .build()
             .user_data(poll_data(i));
@@ -719,7 +818,7 @@ impl Thread {
             // short and the client is accepted, not shed.
             return Ok(());
         }
-        let shed = Spare::shed(shared.listeners[i].0.as_fd());
+        let shed = Spare::shed(shared.listener(self.index, i));
         shared
             .accept_log
             .lock()
@@ -762,6 +861,7 @@ impl Thread {
         // SAFETY: a successful accept returns a new descriptor that nothing
         // else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(completion.result as RawFd) };
+        shared.accepted[self.index].fetch_add(1, Ordering::Relaxed);
         // What a single-shot accept wrote, read before it is armed again.
         let from_accept = if accepting.multishot {
             None
@@ -815,7 +915,7 @@ impl Thread {
         if let Some(meter) = meter {
             meter.opened();
         }
-        let _ = sock.set_tcp_nodelay(true);
+        // TCP_NODELAY came from the listener (`transport::stream`).
         shared.ctx.events.connection(&peer, &shared.listeners[i].1);
         let greeting = &shared.ctx.config.service.greeting;
         let conn = Conn {

@@ -565,6 +565,8 @@ impl Listener {
             _ => {
                 let l = std::net::TcpListener::from(fd);
                 l.set_nonblocking(true)?;
+                // Accepted connections inherit it (see `bind_tcp`).
+                SockRef::from(&l).set_tcp_nodelay(true)?;
                 ListenerInner::Tcp(TcpListener::from_std(l)?)
             }
         };
@@ -598,14 +600,12 @@ impl Listener {
         }
     }
 
-    /// Accepts one connection, with `TCP_NODELAY` set on it.
+    /// Accepts one connection (TCP ones with `TCP_NODELAY`, inherited
+    /// from the listener).
     pub async fn accept(&self) -> io::Result<(Stream, Peer)> {
         match &self.inner {
             ListenerInner::Tcp(l) => {
                 let (stream, peer) = l.accept().await?;
-                // A failure here (the peer already gone) ends only this
-                // connection, later, on its first read or write.
-                let _ = stream.set_nodelay(true);
                 Ok((Stream::Tcp(stream), Peer::Ip(peer)))
             }
             ListenerInner::Unix(l) => {
@@ -626,6 +626,10 @@ fn bind_tcp(addr: SocketAddr, backlog: i32, trace: &Tracer) -> io::Result<TcpLis
         socket.set_only_v6(true)?;
     }
     socket.set_nonblocking(true)?;
+    // Every connection accepted from it inherits TCP_NODELAY (Linux copies
+    // the listener's TCP options into each new connection): an echo's
+    // small replies go out at once, at no system call per connection.
+    socket.set_tcp_nodelay(true)?;
     socket.bind(&addr.into())?;
     // The real address (an ephemeral port filled in), asked only when
     // someone will read it.
