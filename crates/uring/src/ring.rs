@@ -132,6 +132,9 @@ pub struct Ring {
     timeouts: Arena<types::Timespec>,
     /// Registered buffer rings, unregistered before they are freed.
     buf_rings: Vec<BufRing>,
+    /// Task work runs only inside our waits (`IORING_SETUP_DEFER_TASKRUN`):
+    /// between two calls into the kernel, no operation writes memory.
+    deferred: bool,
 }
 
 /// Written into a registered-file slot to empty it.
@@ -142,16 +145,20 @@ impl Ring {
     /// entries, with one issuer and task work deferred to our waits where
     /// the kernel offers that (Linux 6.1), plain otherwise.
     pub fn new(sq_entries: u32, cq_entries: u32) -> io::Result<Ring> {
-        let ring = IoUring::builder()
+        let (ring, deferred) = match IoUring::builder()
             .setup_cqsize(cq_entries)
             .setup_single_issuer()
             .setup_defer_taskrun()
             .build(sq_entries)
-            .or_else(|_| {
+        {
+            Ok(ring) => (ring, true),
+            Err(_) => (
                 IoUring::builder()
                     .setup_cqsize(cq_entries)
-                    .build(sq_entries)
-            })?;
+                    .build(sq_entries)?,
+                false,
+            ),
+        };
         let len = ring.params().sq_entries() as usize;
         Ok(Ring {
             ring,
@@ -159,7 +166,30 @@ impl Ring {
             files: Arena::new(len, -1),
             timeouts: Arena::new(len, types::Timespec::new()),
             buf_rings: Vec::new(),
+            deferred,
         })
+    }
+
+    /// Gives the memory of buffer group `group`'s idle buffers (in the
+    /// ring, or given back and not yet in it) back to the system: after a
+    /// burst touched many of them, an idle server need not keep them
+    /// resident. They read as zeros until the kernel fills them again.
+    /// Only on a ring whose task work is deferred to our waits, and only
+    /// with no completion left to reap: then no receive can be writing
+    /// into a buffer of the ring, nor a completion name one whose bytes
+    /// would be lost. Returns the bytes released (0 where it could not).
+    pub fn release_idle_buffers(&mut self, group: u16) -> usize {
+        if !self.deferred || !self.ring.completion().is_empty() {
+            return 0;
+        }
+        match self.buf_rings.iter_mut().find(|b| b.group() == group) {
+            // SAFETY: task work runs only inside our waits and every
+            // completion has been reaped: nothing the kernel does before
+            // our next call into it writes a buffer, and no completion
+            // names a buffer of the ring (see the function's contract).
+            Some(bufs) => unsafe { bufs.release_idle() },
+            None => 0,
+        }
     }
 
     /// Queues `entry`, handing the queue to the kernel first when it is

@@ -89,6 +89,10 @@ const FIXED_FILES: u32 = 65_536;
 /// Submission queue entries per ring (completions: four times as many).
 const ENTRIES: u32 = 4096;
 
+/// How long a thread goes without a receive before it releases the
+/// memory of its idle buffers.
+const RELEASE_AFTER: Duration = Duration::from_millis(200);
+
 /// How often the loop wakes by itself to look at the stop flags.
 const TICK: Duration = Duration::from_millis(50);
 
@@ -409,6 +413,8 @@ fn run_thread(
     let fixed_files = ring.register_sparse_files(FIXED_FILES);
     let mut thread = Thread {
         index,
+        last_receive: Instant::now(),
+        released: true,
         taken: 0,
         peak: u32::from(MIN_RING) << 8,
         multishot: shared.multishot,
@@ -511,6 +517,10 @@ impl std::fmt::Display for UnknownPeer {
 struct Thread {
     /// Which of the engine's threads (its place in `Shared::accepted`).
     index: usize,
+    /// When a round last brought a receive.
+    last_receive: Instant,
+    /// The pool's idle memory was released since then.
+    released: bool,
     /// Buffers receives took this round, and the recent most in a round
     /// (decaying by 1/64 a round; fixed point, 8 fractional bits): the ring
     /// is topped up to twice that.
@@ -643,6 +653,21 @@ impl Thread {
                 }
             }
             self.count_round(shared);
+            self.release_when_idle(ring);
+        }
+    }
+
+    /// After [`RELEASE_AFTER`] without a receive, gives back the memory of the
+    /// buffers the last burst touched (once per quiet spell): a burst of
+    /// ten thousand one-byte echoes had left 4 MiB of the pool resident.
+    fn release_when_idle(&mut self, ring: &mut Ring) {
+        if self.taken > 0 {
+            self.last_receive = self.now;
+            self.released = false;
+        } else if !self.released && self.now.duration_since(self.last_receive) >= RELEASE_AFTER {
+            self.released = true;
+            let bytes = ring.release_idle_buffers(GROUP);
+            tracing::debug!(bytes, "idle: buffer memory released");
         }
     }
 
