@@ -233,7 +233,7 @@ bench_build_sockecho() {
 
 # The servers scripts know by name; the commands take {PORT}. The first of
 # a run is the base its ratios are to.
-bench_server_names="c-epoll tokio go sockecho sockecho-epoll c-udp c-udp-mmsg"
+bench_server_names="c-epoll c-splice tokio go sockecho sockecho-epoll sockecho-buffers c-udp c-udp-mmsg"
 bench_server_spec() { # name proto
   local refs se
   refs=$(printf %q "$BENCH_OUT")
@@ -242,12 +242,15 @@ bench_server_spec() { # name proto
   [ "$2" = udp ] && sproto=udp
   case $1 in
     c-epoll) echo "c-epoll=$refs/c_epoll_echo {PORT}" ;;
+    c-splice) echo "c-splice=$refs/c_epoll_echo {PORT} splice" ;;
     tokio) echo "tokio=$refs/tokio_echo 127.0.0.1:{PORT}" ;;
     go) echo "go=$refs/go_echo 127.0.0.1:{PORT}" ;;
     c-udp) echo "c-udp=$refs/c_udp_echo {PORT}" ;;
     c-udp-mmsg) echo "c-udp-mmsg=$refs/c_udp_echo {PORT} 32" ;;
     sockecho) echo "sockecho=$se serve -q $sproto://127.0.0.1:{PORT}" ;;
     sockecho-epoll) echo "sockecho-epoll=$se serve -q --epoll $sproto://127.0.0.1:{PORT}" ;;
+    # The io_uring engine with large messages through its buffers, not spliced.
+    sockecho-buffers) echo "sockecho-buffers=env SOCKECHO_URING_NO_SPLICE=1 $se serve -q $sproto://127.0.0.1:{PORT}" ;;
     *) bench_die "unknown server '$1' (known: $bench_server_names; or give 'name=command with {PORT}')" ;;
   esac
 }

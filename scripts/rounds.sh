@@ -9,8 +9,10 @@
 #
 # Usage: scripts/rounds.sh [SECONDS] [SERVER...]
 #   SECONDS  per scenario, server and round (default 2)
-#   SERVER   a name: c-epoll tokio go sockecho sockecho-epoll c-udp c-udp-mmsg
-#            (sockecho and sockecho-epoll serve udp:// when PROTO=udp), or
+#   SERVER   a name: c-epoll c-splice tokio go sockecho sockecho-epoll
+#            sockecho-buffers c-udp c-udp-mmsg (c-splice: c_epoll_echo
+#            splicing; sockecho-buffers: large messages not spliced;
+#            sockecho and sockecho-epoll serve udp:// when PROTO=udp), or
 #            'name=command with {PORT}', where {SOCKECHO} is the sockecho
 #            built here and {REFS} the references' directory. The first is
 #            the base of the ratios. Default, by PROTO:

@@ -399,3 +399,147 @@ fn idle_buffer_memory_is_released_and_echoes_stay_whole() {
     }
     round(&mut conns);
 }
+
+/// The io_uring engine's receive paths for large messages: splicing (the
+/// default, on multishot and single-shot receives) and the buffers
+/// (`SOCKECHO_URING_NO_SPLICE`).
+const LARGE_PATHS: [(&str, &[(&str, &str)]); 3] = [
+    ("splice", &[]),
+    ("splice, single-shot", &[("SOCKECHO_URING_SINGLESHOT", "1")]),
+    ("buffers", &[("SOCKECHO_URING_NO_SPLICE", "1")]),
+];
+
+/// Starts `sockecho -vv serve --threads 1 OPTIONS tcp://127.0.0.1:0` with
+/// `env`; `None` where io_uring is not available (the epoll engine has no
+/// splice path).
+fn uring_server(env: &[(&str, &str)], options: &[&str]) -> Option<(common::Proc, String)> {
+    let args = [
+        &["-vv", "serve", "--threads", "1"],
+        options,
+        &["tcp://127.0.0.1:0"],
+    ]
+    .concat();
+    let server = common::Proc::sockecho_env(&args, env);
+    let endpoint = server.listen_ok();
+    if server.stderr().contains(r#"engine="io_uring""#) {
+        Some((server, endpoint))
+    } else {
+        eprintln!("note: io_uring is not available here; skipping");
+        None
+    }
+}
+
+/// A connection that starts with small messages and goes on with large
+/// ones moves to splicing mid-stream: every byte comes back in order, the
+/// end of stream after the last one, and the counts are whole. Several
+/// such connections at once; and a peer that sends without reading stalls
+/// only itself, then gets everything once it reads.
+#[test]
+fn large_messages_are_spliced_and_come_back_whole() {
+    for (path, env) in LARGE_PATHS {
+        let Some((server, endpoint)) = uring_server(env, &[]) else {
+            return;
+        };
+        let mut conn = connect(&endpoint);
+        assert_eq!(conn.echo(b"small first"), b"small first", "{path}");
+        let data = random_bytes(4 << 20, 41);
+        let back = echo_stream(conn, &data);
+        common::assert_bytes_eq(&back, &data, path);
+        let closed = (0..4)
+            .map(|_| server.line())
+            .find(|l| l.starts_with("closed "))
+            .expect("a closed line");
+        let total = data.len() + b"small first".len();
+        assert!(
+            closed.ends_with(&format!("in={total} out={total}")),
+            "{path}: {closed}"
+        );
+
+        let clients: Vec<_> = (0..8)
+            .map(|i| {
+                let endpoint = endpoint.clone();
+                std::thread::spawn(move || {
+                    let data = random_bytes(1 << 20, 50 + i);
+                    echo_stream(connect(&endpoint), &data) == data
+                })
+            })
+            .collect();
+        for (i, client) in clients.into_iter().enumerate() {
+            assert!(client.join().unwrap(), "{path}: client {i} got other bytes");
+        }
+
+        // 16 MiB written before a byte is read: the pipe and both socket
+        // buffers fill, the server waits for room, and meanwhile another
+        // connection is served.
+        let mut stalled = connect(&endpoint);
+        let big = random_bytes(16 << 20, 60);
+        let mut writer = stalled.try_clone();
+        let sending = std::thread::spawn({
+            let big = big.clone();
+            move || writer.write_all(&big).map(|()| writer.shutdown_write())
+        });
+        let other = random_bytes(1 << 20, 61);
+        common::assert_bytes_eq(&echo_stream(connect(&endpoint), &other), &other, path);
+        let back = stalled.read_to_close();
+        sending.join().unwrap().expect("write the 16 MiB");
+        common::assert_bytes_eq(&back, &big, path);
+
+        let log = server.stderr();
+        let spliced = log.contains("the connection is spliced");
+        assert_eq!(spliced, *path != *"buffers", "{path}: {log}");
+    }
+}
+
+/// A spliced connection still ends by the idle timeout, and by the drain
+/// deadline while the server waits for room to send to a peer that does
+/// not read.
+#[test]
+fn spliced_connections_end_by_idle_timeout_and_drain_deadline() {
+    let Some((server, endpoint)) = uring_server(&[], &["--idle-timeout", "300ms"]) else {
+        return;
+    };
+    let mut idle = connect(&endpoint);
+    let data = random_bytes(64 * 1024, 70);
+    for _ in 0..4 {
+        assert!(idle.echo(&data) == data, "the large echo differs");
+    }
+    let started = Instant::now();
+    assert_eq!(idle.read_to_close(), b"", "not closed by the idle timeout");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let closed = (0..4)
+        .map(|_| server.line())
+        .find(|l| l.starts_with("closed "))
+        .expect("a closed line");
+    assert!(closed.ends_with("in=262144 out=262144"), "{closed}");
+    assert!(
+        server.stderr().contains("the connection is spliced"),
+        "{}",
+        server.stderr()
+    );
+
+    // Writes until the server stops reading; never reads.
+    let Some((mut server, endpoint)) = uring_server(&[], &["--drain-timeout", "200ms"]) else {
+        return;
+    };
+    let stalled = connect(&endpoint);
+    stalled.set_timeouts(Duration::from_millis(500));
+    let mut writer = stalled.try_clone();
+    let chunk = random_bytes(256 * 1024, 71);
+    let mut sent = 0;
+    while sent < 64 << 20 {
+        match writer.write(&chunk) {
+            Ok(n) => sent += n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    assert!(
+        server.stderr().contains("the connection is spliced"),
+        "{}",
+        server.stderr()
+    );
+    server.signal("TERM");
+    let exited = server.wait_exit();
+    assert!(exited.status.success(), "{}", exited.stderr);
+    drop(stalled);
+}

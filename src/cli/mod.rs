@@ -866,6 +866,13 @@ impl ServeArgs {
                 } else {
                     server::RingReceive::Multishot
                 },
+                // And the buffer path for large messages, to test it and to
+                // measure what splicing gives.
+                large: if std::env::var_os("SOCKECHO_URING_NO_SPLICE").is_some() {
+                    server::LargeTransfer::Buffers
+                } else {
+                    server::LargeTransfer::Splice
+                },
             },
             listen: server::ListenConfig {
                 backlog: self.backlog,

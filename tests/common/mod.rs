@@ -212,10 +212,20 @@ impl Proc {
         Proc::spawn(BIN, args)
     }
 
+    /// Starts `sockecho ARGS...` with the environment variables `env` set.
+    pub fn sockecho_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
+        Proc::spawn_env(BIN, args, env)
+    }
+
     /// Starts `program ARGS...` with standard input closed.
     pub fn spawn(program: &str, args: &[&str]) -> Proc {
+        Proc::spawn_env(program, args, &[])
+    }
+
+    fn spawn_env(program: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
         let mut child = Command::new(program)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

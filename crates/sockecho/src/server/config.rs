@@ -177,6 +177,9 @@ pub struct EngineConfig {
     /// How the io_uring engine receives (multishot where the kernel has it,
     /// or one receive per message, as on kernels before 6.0).
     pub receive: RingReceive,
+    /// How the io_uring engine echoes a connection that sends large
+    /// messages.
+    pub large: LargeTransfer,
 }
 
 /// Which engine a server prefers for TCP.
@@ -200,6 +203,27 @@ pub enum RingReceive {
     /// peer's address from the accept itself), on every kernel: the path
     /// kernels before 6.0 take, chosen to test it on newer ones.
     SingleShot,
+}
+
+/// How the io_uring engine echoes a connection once a receive brings at
+/// least [`LargeTransfer::SPLICE_FROM`] bytes at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LargeTransfer {
+    /// From then on its bytes go socket to pipe to socket with `splice(2)`
+    /// and never through the engine's buffers: the kernel moves page
+    /// references instead of copying each byte in and out of user memory
+    /// (a pipe per such connection; where one cannot be made, it stays on
+    /// buffers).
+    #[default]
+    Splice,
+    /// Through the engine's buffers, like small messages.
+    Buffers,
+}
+
+impl LargeTransfer {
+    /// The receive size that moves a connection to splicing: half a
+    /// buffer, far above what a client of small messages sends at once.
+    pub const SPLICE_FROM: usize = 32 * 1024;
 }
 
 /// The listening sockets.

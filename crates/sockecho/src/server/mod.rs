@@ -25,8 +25,8 @@ mod uring;
 
 pub use config::{
     DEFAULT_BACKLOG, DEFAULT_DRAIN_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNS,
-    DEFAULT_UDP_RATE, EngineConfig, EnginePreference, INETD_DATAGRAM_IDLE, Limits, ListenConfig,
-    PROXY_HEADER_TIMEOUT, ProxyProtocol, RingReceive, ServeConfig, ServiceConfig,
+    DEFAULT_UDP_RATE, EngineConfig, EnginePreference, INETD_DATAGRAM_IDLE, LargeTransfer, Limits,
+    ListenConfig, PROXY_HEADER_TIMEOUT, ProxyProtocol, RingReceive, ServeConfig, ServiceConfig,
     TLS_HANDSHAKE_TIMEOUT, UdpGuard,
 };
 pub use engine::{Engine, EngineChoice, Reason};

@@ -36,6 +36,15 @@
 //! A single-shot accept takes the address from the accept itself, which
 //! the kernel gives even for a connection already reset.
 //!
+//! A connection whose receive brings half a buffer or more at once (large
+//! messages: [`LargeTransfer::SPLICE_FROM`]) leaves the buffers once its
+//! receive has ended and its echo is sent: from then on a poll on the ring
+//! says when it is readable or writable, and the thread moves its bytes
+//! socket to pipe to socket with `splice(2)`, the kernel passing page
+//! references instead of copying them into a buffer and out again. (The
+//! ring's own splice always runs on a kernel worker thread, a hand-off per
+//! message: the thread calls `splice` itself, non-blocking.)
+//!
 //! The only `unsafe` is queuing operations that point at memory: the
 //! received buffers being sent back (each held by its connection until the
 //! send completes), the greeting (in the configuration, which the
@@ -55,7 +64,7 @@ use socket2::{SockAddr, SockAddrStorage, SockRef};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::accept::{AcceptError, AcceptLog, Shed, Spare, closed_count, next_backoff};
-use super::config::RingReceive;
+use super::config::{LargeTransfer, RingReceive};
 use super::{Context, Error};
 use crate::endpoint::Endpoint;
 use crate::guard::SourceSlot;
@@ -104,6 +113,15 @@ const OP_SEND: u64 = 2;
 const OP_IGNORE: u64 = 3; // buffer returns, cancels, file updates
 const OP_ACCEPT_RETRY: u64 = 4; // the backoff timer after a failed accept
 const OP_ACCEPT_POLL: u64 = 5; // a client arrived while descriptors are out
+const OP_SPLICE_POLL: u64 = 6; // a spliced connection is readable or writable
+
+/// Steps (a `splice` in or out) a spliced connection takes per wake-up at
+/// most before the others get their turn (its poll, armed again, completes
+/// at once if it is still ready).
+const SPLICE_STEPS: usize = 4;
+/// The most bytes a spliced connection reads at once: a pipe's default
+/// capacity.
+const SPLICE_BYTES: usize = 64 * 1024;
 
 /// What every engine thread shares.
 struct Shared {
@@ -113,6 +131,8 @@ struct Shared {
     ctx: Context,
     /// Receives (and accepts) are multishot where the kernel has them.
     multishot: bool,
+    /// Connections that send large messages are spliced.
+    splice: bool,
     /// Failed accepts are logged at most once a second, whichever thread
     /// saw them.
     accept_log: std::sync::Mutex<AcceptLog>,
@@ -233,6 +253,7 @@ pub(super) fn start(listeners: Vec<(OwnedFd, Endpoint)>, ctx: &Context) -> Resul
         listeners,
         ctx: ctx.clone(),
         multishot: ctx.config.engine.receive == RingReceive::Multishot,
+        splice: ctx.config.engine.large == LargeTransfer::Splice,
         accept_log: std::sync::Mutex::new(AcceptLog::new()),
         // Opened before the `listen ok` lines: the descriptor count is
         // what it stays at from then on.
@@ -380,6 +401,69 @@ struct Conn {
     eof: bool,
     /// When an operation of its last completed (or it was accepted).
     last_active: Instant,
+    /// A receive brought a large message: move to splicing once the
+    /// receive has ended and everything received is sent.
+    splice_wanted: bool,
+    /// Spliced: its bytes go through a pipe, not the buffers.
+    spliced: Option<Box<Spliced>>,
+}
+
+/// A spliced connection's pipe, and what it holds.
+struct Spliced {
+    read: OwnedFd,
+    write: OwnedFd,
+    /// Bytes in the pipe, received and not yet sent back.
+    piped: usize,
+    /// A poll is in flight: for writable while the pipe holds bytes, else
+    /// for readable.
+    polling: bool,
+}
+
+impl Spliced {
+    /// A pipe for `fd`, which becomes non-blocking (`splice` on a socket
+    /// waits unless the socket itself is non-blocking; nothing else of
+    /// the connection goes through a system call that could block).
+    fn new(fd: &OwnedFd) -> io::Result<Spliced> {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: pipe2 succeeded: two new descriptors nothing else owns.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        SockRef::from(fd).set_nonblocking(true)?;
+        Ok(Spliced {
+            read,
+            write,
+            piped: 0,
+            polling: false,
+        })
+    }
+}
+
+/// Moves up to `len` bytes from `from` to `to` without blocking (`None`:
+/// neither side is ready).
+fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<Option<usize>> {
+    // SAFETY: splice with no offsets reads and writes no memory of ours.
+    let n = unsafe {
+        libc::splice(
+            from,
+            std::ptr::null_mut(),
+            to,
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE,
+        )
+    };
+    if n >= 0 {
+        return Ok(Some(n as usize));
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::WouldBlock {
+        Ok(None)
+    } else {
+        Err(e)
+    }
 }
 
 /// Runs one engine thread: sets its ring up and says so on `ready`, waits
@@ -418,6 +502,7 @@ fn run_thread(
         taken: 0,
         peak: u32::from(MIN_RING) << 8,
         multishot: shared.multishot,
+        splice: shared.splice,
         fixed_files,
         quiet_sends: 0,
         conns: Vec::new(),
@@ -528,6 +613,8 @@ struct Thread {
     peak: u32,
     /// Receives are multishot (cleared, for good, if the kernel refuses).
     multishot: bool,
+    /// Connections that send large messages are spliced.
+    splice: bool,
     /// Slots in the ring's registered-file table (0 where the kernel or
     /// the descriptor limit refused one).
     fixed_files: u32,
@@ -649,6 +736,9 @@ impl Thread {
                     OP_ACCEPT_POLL => self.on_arrival(ring, shared, index, completion.result)?,
                     OP_RECV => self.on_recv(ring, shared, index, completion)?,
                     OP_SEND => self.on_send(ring, shared, index, completion.result)?,
+                    OP_SPLICE_POLL => {
+                        self.on_splice_ready(ring, shared, index, completion.result)?
+                    }
                     _ => {}
                 }
             }
@@ -965,6 +1055,8 @@ impl Thread {
             ending: None,
             eof: false,
             last_active: self.now,
+            splice_wanted: false,
+            spliced: None,
         };
         let slot = match self.free.pop() {
             Some(slot) => {
@@ -995,8 +1087,29 @@ impl Thread {
             return Ok(());
         };
         let fd = target(conn, slot);
+        if conn.splice_wanted
+            && !conn.recv_in_flight
+            && !conn.send_in_flight
+            && !conn.greeting
+            && conn.buffer.is_none()
+            && conn.queued.is_empty()
+        {
+            conn.splice_wanted = false;
+            if conn.ending.is_none() && !conn.eof {
+                match Spliced::new(&conn.fd) {
+                    Ok(spliced) => {
+                        tracing::debug!(peer = %conn.peer, "large messages: the connection is spliced");
+                        conn.spliced = Some(Box::new(spliced));
+                    }
+                    Err(e) => {
+                        tracing::debug!(cause = %e, "cannot splice: the connection stays on buffers")
+                    }
+                }
+            }
+        }
         let mut send = None;
         let mut recv = None;
+        let mut poll = None;
         if conn.ending.is_none() && !conn.send_in_flight {
             if !conn.greeting
                 && conn.buffer.is_none()
@@ -1031,6 +1144,8 @@ impl Thread {
             && !conn.starved
             && !conn.greeting
             && conn.queued.is_empty()
+            && !conn.splice_wanted
+            && conn.spliced.is_none()
             // A multishot receive stays armed across sends. A single-shot
             // one overlaps a send only when the last receive filled its
             // buffer (a large transfer); for small messages, receiving after
@@ -1043,13 +1158,33 @@ impl Thread {
         } else if conn.recv_in_flight
             && conn.recv_multishot
             && !conn.pausing
-            && (conn.queued.len() >= MAX_QUEUED || conn.ending.is_some())
+            && (conn.queued.len() >= MAX_QUEUED || conn.ending.is_some() || conn.splice_wanted)
         {
             // The peer sends faster than it reads: stop receiving until the
             // queue drains (the receive then ends with ECANCELED). Or the
             // connection is ending: a multishot receive would stay armed.
+            // Or it is to be spliced: its bytes stop coming through buffers.
             ring.cancel(slot_data(slot, OP_RECV), OP_IGNORE)?;
             conn.pausing = true;
+        }
+        if let Some(spliced) = conn.spliced.as_deref_mut()
+            && conn.ending.is_none()
+            && !spliced.polling
+            && (spliced.piped > 0 || !conn.eof)
+        {
+            // Writable to empty the pipe, else readable (an end of stream
+            // or an error counts as readable too).
+            let mask = if spliced.piped > 0 {
+                libc::POLLOUT
+            } else {
+                libc::POLLIN
+            } as u32;
+            let entry = match fd {
+                Target::Fd(fd) => opcode::PollAdd::new(fd, mask).build(),
+                Target::Fixed(fd) => opcode::PollAdd::new(fd, mask).build(),
+            };
+            poll = Some(entry.user_data(slot_data(slot, OP_SPLICE_POLL)));
+            spliced.polling = true;
         }
         // A send whose completion only gives its buffer back (its receive
         // stays armed, nothing queued behind it, no end to finish): the loop
@@ -1065,9 +1200,14 @@ impl Thread {
         {
             self.quiet_sends += 1;
         }
-        let busy =
-            conn.send_in_flight || conn.recv_in_flight || conn.starved && conn.ending.is_none();
-        let drained = conn.buffer.is_none() && conn.queued.is_empty() && !conn.greeting;
+        let busy = conn.send_in_flight
+            || conn.recv_in_flight
+            || conn.spliced.as_ref().is_some_and(|s| s.polling)
+            || conn.starved && conn.ending.is_none();
+        let drained = conn.buffer.is_none()
+            && conn.queued.is_empty()
+            && !conn.greeting
+            && conn.spliced.as_ref().is_none_or(|s| s.piped == 0);
         if let Some(entry) = send {
             // SAFETY: the send reads the greeting, which the shared
             // configuration keeps for the engine's life, or the
@@ -1080,6 +1220,11 @@ impl Thread {
             // SAFETY: the receive writes into a buffer of the ring's own
             // pool, picked by the kernel, which the ring keeps alive; the
             // descriptor stays open until its completion, as above.
+            unsafe { ring.push(&entry)? };
+        }
+        if let Some(entry) = poll {
+            // SAFETY: a poll points at no memory; the descriptor stays open
+            // until its completion, as above.
             unsafe { ring.push(&entry)? };
         }
         let still_ok = self.conns[slot as usize]
@@ -1158,6 +1303,9 @@ impl Thread {
             conn.bytes_in += result as u64;
             self.round_bytes[conn.listener as usize].0 += result as u64;
             conn.full = result as usize == BUFFER_SIZE;
+            if self.splice && result as usize >= LargeTransfer::SPLICE_FROM {
+                conn.splice_wanted = true;
+            }
             if conn.buffer.is_none() && !conn.greeting {
                 conn.send_off = 0;
                 conn.send_len = result as u32;
@@ -1167,6 +1315,9 @@ impl Thread {
             }
         } else if result == 0 {
             conn.eof = true;
+        } else if -result == libc::ENOBUFS && conn.splice_wanted {
+            // The receive ended for want of a buffer, and none is needed:
+            // the connection moves to splicing.
         } else if -result == libc::ENOBUFS {
             // The ring ran dry: keep more buffers in it from now on, and
             // receive again once it is topped up (end of this round), or
@@ -1223,6 +1374,79 @@ impl Thread {
         self.advance(ring, shared, slot as u32)
     }
 
+    /// A spliced connection is ready (or ended, or failed): moves what the
+    /// pipe holds to the socket, then what the socket holds to the pipe and
+    /// on, until one side would block or it has had its turn; `advance`
+    /// then polls for what it waits for.
+    fn on_splice_ready(
+        &mut self,
+        ring: &mut Ring,
+        shared: &Shared,
+        slot: usize,
+        result: i32,
+    ) -> io::Result<()> {
+        let (forced, now) = (self.forced, self.now);
+        let Some(conn) = self.conns[slot].as_mut() else {
+            return Ok(());
+        };
+        let Some(spliced) = conn.spliced.as_deref_mut() else {
+            return Ok(());
+        };
+        spliced.polling = false;
+        conn.last_active = now;
+        if result < 0 {
+            conn.ending
+                .get_or_insert_with(|| ending_reason(result, forced));
+            return self.advance(ring, shared, slot as u32);
+        }
+        let socket = conn.fd.as_raw_fd();
+        let (mut read, mut written) = (0, 0);
+        for _ in 0..SPLICE_STEPS {
+            if conn.ending.is_some() {
+                break;
+            }
+            let step = if spliced.piped > 0 {
+                let step = splice(spliced.read.as_raw_fd(), socket, spliced.piped);
+                if let Ok(Some(n)) = step {
+                    spliced.piped -= n;
+                    written += n;
+                }
+                step
+            } else if conn.eof {
+                break;
+            } else {
+                let step = splice(socket, spliced.write.as_raw_fd(), SPLICE_BYTES);
+                match step {
+                    Ok(Some(0)) => conn.eof = true,
+                    Ok(Some(n)) => {
+                        spliced.piped += n;
+                        read += n;
+                    }
+                    _ => {}
+                }
+                step
+            };
+            match step {
+                // Echoed all it had: the next read would most often find
+                // the socket empty, a system call for nothing. The poll
+                // armed next completes at once if more is there.
+                Ok(Some(_)) if spliced.piped == 0 && written > 0 => break,
+                Ok(Some(_)) => {}
+                Ok(None) => break, // would block: polled for
+                Err(e) => {
+                    let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                    conn.ending = Some(ending_reason(-errno, forced));
+                }
+            }
+        }
+        conn.bytes_in += read as u64;
+        conn.bytes_out += written as u64;
+        let round = &mut self.round_bytes[conn.listener as usize];
+        round.0 += read as u64;
+        round.1 += written as u64;
+        self.advance(ring, shared, slot as u32)
+    }
+
     /// Tops the ring up to its target, most recently given back buffers
     /// first, then untouched ones; then lets connections that found it
     /// empty receive again.
@@ -1254,7 +1478,13 @@ impl Thread {
         let Some(conn) = self.conns[slot as usize].as_mut() else {
             return Ok(());
         };
-        if conn.recv_in_flight || conn.eof || conn.ending.is_some() || !conn.queued.is_empty() {
+        if conn.recv_in_flight
+            || conn.eof
+            || conn.ending.is_some()
+            || !conn.queued.is_empty()
+            || conn.splice_wanted
+            || conn.spliced.is_some()
+        {
             return Ok(());
         }
         let entry = recv_entry(self.multishot, target(conn, slot), slot);
