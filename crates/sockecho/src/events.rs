@@ -241,6 +241,9 @@ impl Events {
         endpoint: &Endpoint,
         facts: &ConnectionFacts<'_>,
     ) {
+        if self.leaves_out_per_connection() {
+            return; // nothing formatted for a line nobody writes
+        }
         let mut record = Record::new("connection", endpoint);
         record.peer = Some(peer.to_string());
         record.proxy = facts.proxy;
@@ -292,6 +295,9 @@ impl Events {
         reason: Option<&str>,
         proxy: Option<&str>,
     ) {
+        if self.leaves_out_per_connection() {
+            return;
+        }
         let mut record = Record::new("closed", endpoint);
         record.requests = requests;
         record.peer = Some(peer.to_string());
@@ -305,6 +311,11 @@ impl Events {
             // debug log).
             format!("closed {peer} in={bytes_in} out={bytes_out}")
         });
+    }
+
+    /// No per-connection line is written (no sink, or `-q`).
+    fn leaves_out_per_connection(&self) -> bool {
+        self.inner.as_ref().is_none_or(|sink| sink.quiet)
     }
 
     /// `per_connection` lines are the ones `-q` leaves out and a full
