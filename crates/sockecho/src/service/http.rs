@@ -807,7 +807,7 @@ static FILL: [u8; 64 * 1024] = {
     block
 };
 
-/// A body of a given size, from [`FILL`].
+/// A body of a given size: the fill pattern, repeated.
 #[derive(Debug)]
 pub struct Filler {
     left: u64,
