@@ -21,15 +21,21 @@ fn echo_half_close_and_counts() {
         let back = echo_stream(connect(server.endpoint()), &data);
         assert_eq!(&back[..3], b"hi ", "{engine:?}");
         assert!(back[3..] == data[..], "{engine:?}: echo differs");
-        let closed = (0..4)
-            .map(|_| server.line())
-            .find(|l| l.starts_with("closed "))
-            .expect("a closed line");
+        let closed = closed_line(&server);
         assert!(
             closed.ends_with(&format!("in={} out={}", data.len(), data.len() + 3)),
             "{engine:?}: {closed}"
         );
     }
+}
+
+/// The server's next `closed` line, within its next four lines.
+#[track_caller]
+fn closed_line(server: &common::Proc) -> String {
+    (0..4)
+        .map(|_| server.line())
+        .find(|l| l.starts_with("closed "))
+        .expect("a closed line")
 }
 
 #[test]
@@ -445,10 +451,7 @@ fn large_messages_are_spliced_and_come_back_whole() {
         let data = random_bytes(4 << 20, 41);
         let back = echo_stream(conn, &data);
         common::assert_bytes_eq(&back, &data, path);
-        let closed = (0..4)
-            .map(|_| server.line())
-            .find(|l| l.starts_with("closed "))
-            .expect("a closed line");
+        let closed = closed_line(&server);
         let total = data.len() + b"small first".len();
         assert!(
             closed.ends_with(&format!("in={total} out={total}")),
@@ -506,10 +509,7 @@ fn spliced_connections_end_by_idle_timeout_and_drain_deadline() {
     let started = Instant::now();
     assert_eq!(idle.read_to_close(), b"", "not closed by the idle timeout");
     assert!(started.elapsed() < Duration::from_secs(5));
-    let closed = (0..4)
-        .map(|_| server.line())
-        .find(|l| l.starts_with("closed "))
-        .expect("a closed line");
+    let closed = closed_line(&server);
     assert!(closed.ends_with("in=262144 out=262144"), "{closed}");
     assert!(
         server.stderr().contains("the connection is spliced"),

@@ -207,24 +207,28 @@ impl Events {
     /// (`http://127.0.0.1:9100/metrics`): after the `listen ok` lines,
     /// never dropped.
     pub fn metrics(&self, url: &str) {
-        let mut record = Record::new_at("metrics", url.to_owned());
-        record.endpoint = url.to_owned();
+        let record = || Record::new_at("metrics", url.to_owned());
         self.emit(false, record, || format!("metrics ok {url}"));
     }
 
     /// The endpoint is bound and accepting traffic.
     pub fn listen(&self, endpoint: &Endpoint) {
-        self.emit(false, Record::new("listen", endpoint), || {
-            format!("listen ok {endpoint}")
-        });
+        self.emit(
+            false,
+            || Record::new("listen", endpoint),
+            || format!("listen ok {endpoint}"),
+        );
     }
 
     /// A `tls://` endpoint presents a self-signed certificate made at
     /// start: its SHA-256 fingerprint, right after its `listen ok` line.
     pub fn tls_fingerprint(&self, endpoint: &Endpoint, fingerprint: &str) {
-        let mut record = Record::new("tls", endpoint);
         let value = format!("sha256:{fingerprint}");
-        record.fingerprint = Some(value.clone());
+        let record = || {
+            let mut record = Record::new("tls", endpoint);
+            record.fingerprint = Some(value.clone());
+            record
+        };
         self.emit(false, record, || format!("tls fingerprint {value}"));
     }
 
@@ -241,14 +245,14 @@ impl Events {
         endpoint: &Endpoint,
         facts: &ConnectionFacts<'_>,
     ) {
-        if self.leaves_out_per_connection() {
-            return; // nothing formatted for a line nobody writes
-        }
-        let mut record = Record::new("connection", endpoint);
-        record.peer = Some(peer.to_string());
-        record.proxy = facts.proxy;
-        record.proxy_tlvs = facts.proxy_tlvs;
-        record.tls = facts.tls;
+        let record = || {
+            let mut record = Record::new("connection", endpoint);
+            record.peer = Some(peer.to_string());
+            record.proxy = facts.proxy;
+            record.proxy_tlvs = facts.proxy_tlvs;
+            record.tls = facts.tls;
+            record
+        };
         self.emit(true, record, || {
             format!("connection from {peer} on {endpoint}")
         });
@@ -295,16 +299,16 @@ impl Events {
         reason: Option<&str>,
         proxy: Option<&str>,
     ) {
-        if self.leaves_out_per_connection() {
-            return;
-        }
-        let mut record = Record::new("closed", endpoint);
-        record.requests = requests;
-        record.peer = Some(peer.to_string());
-        record.proxy = proxy;
-        record.bytes_in = Some(bytes_in);
-        record.bytes_out = Some(bytes_out);
-        record.reason = reason;
+        let record = || {
+            let mut record = Record::new("closed", endpoint);
+            record.requests = requests;
+            record.peer = Some(peer.to_string());
+            record.proxy = proxy;
+            record.bytes_in = Some(bytes_in);
+            record.bytes_out = Some(bytes_out);
+            record.reason = reason;
+            record
+        };
         self.emit(true, record, || {
             // Exactly the contract's line: scripts match it. Why a
             // connection failed is in the JSON event's `reason` (and the
@@ -313,21 +317,23 @@ impl Events {
         });
     }
 
-    /// No per-connection line is written (no sink, or `-q`).
-    fn leaves_out_per_connection(&self) -> bool {
-        self.inner.as_ref().is_none_or(|sink| sink.quiet)
-    }
-
     /// `per_connection` lines are the ones `-q` leaves out and a full
-    /// queue drops.
-    fn emit(&self, per_connection: bool, record: Record<'_>, text: impl FnOnce() -> String) {
+    /// queue drops. The record and the text are made only for a line that
+    /// is written, in the format it is written in (a busy server with `-q`
+    /// formats no address per connection).
+    fn emit<'a>(
+        &self,
+        per_connection: bool,
+        record: impl FnOnce() -> Record<'a>,
+        text: impl FnOnce() -> String,
+    ) {
         let Some(sink) = &self.inner else { return };
         if per_connection && sink.quiet {
             return;
         }
         let mut line = match sink.format {
             EventFormat::Text => escape_controls(text()),
-            EventFormat::Json => serde_json::to_string(&record).unwrap_or_default(),
+            EventFormat::Json => serde_json::to_string(&record()).unwrap_or_default(),
         };
         line.push('\n');
         sink.out.send(line, !per_connection);

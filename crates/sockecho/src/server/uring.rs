@@ -410,8 +410,8 @@ struct Conn {
 
 /// A spliced connection's pipe, and what it holds.
 struct Spliced {
-    read: OwnedFd,
-    write: OwnedFd,
+    read: io::PipeReader,
+    write: io::PipeWriter,
     /// Bytes in the pipe, received and not yet sent back.
     piped: usize,
     /// A poll is in flight: for writable while the pipe holds bytes, else
@@ -422,15 +422,10 @@ struct Spliced {
 impl Spliced {
     /// A pipe for `fd`, which becomes non-blocking (`splice` on a socket
     /// waits unless the socket itself is non-blocking; nothing else of
-    /// the connection goes through a system call that could block).
+    /// the connection goes through a system call that could block). The
+    /// pipe's side never waits: every `splice` says `SPLICE_F_NONBLOCK`.
     fn new(fd: &OwnedFd) -> io::Result<Spliced> {
-        let mut fds = [0; 2];
-        // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: pipe2 succeeded: two new descriptors nothing else owns.
-        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (read, write) = io::pipe()?;
         SockRef::from(fd).set_nonblocking(true)?;
         Ok(Spliced {
             read,
@@ -502,7 +497,6 @@ fn run_thread(
         taken: 0,
         peak: u32::from(MIN_RING) << 8,
         multishot: shared.multishot,
-        splice: shared.splice,
         fixed_files,
         quiet_sends: 0,
         conns: Vec::new(),
@@ -613,8 +607,6 @@ struct Thread {
     peak: u32,
     /// Receives are multishot (cleared, for good, if the kernel refuses).
     multishot: bool,
-    /// Connections that send large messages are spliced.
-    splice: bool,
     /// Slots in the ring's registered-file table (0 where the kernel or
     /// the descriptor limit refused one).
     fixed_files: u32,
@@ -1303,7 +1295,7 @@ impl Thread {
             conn.bytes_in += result as u64;
             self.round_bytes[conn.listener as usize].0 += result as u64;
             conn.full = result as usize == BUFFER_SIZE;
-            if self.splice && result as usize >= LargeTransfer::SPLICE_FROM {
+            if shared.splice && result as usize >= LargeTransfer::SPLICE_FROM {
                 conn.splice_wanted = true;
             }
             if conn.buffer.is_none() && !conn.greeting {
